@@ -1,0 +1,1 @@
+"""Wire contracts: topic catalogue, versioned event models, relational and ClickHouse schemas."""

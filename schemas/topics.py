@@ -1,0 +1,77 @@
+"""The topic catalogue (DESIGN §4). Every topic name, key and config is derived from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lotabots.tiers import TierConfig
+
+# Webhook retry stages (Standard Webhooks schedule: 5s, 5m, 30m, 2h, 5h, 10h, 10h).
+WEBHOOK_RETRY_STAGES_S: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+REQUESTS_CONTROL = "requests.control"
+REQUESTS_DLQ = "requests.dlq"
+RESULTS = "results"
+USAGE_EVENTS = "usage.events"
+USAGE_BILLABLE = "usage.billable"
+USAGE_QUOTA_STATE = "usage.quota-state"
+USAGE_DLQ = "usage.dlq"
+WEBHOOKS_DLQ = "webhooks.dlq"
+AUTH_EVENTS = "auth.events"
+
+
+def request_topic(tier: str) -> str:
+    return f"requests.{tier}"
+
+
+def webhook_retry_topic(stage: int) -> str:
+    return f"webhooks.retry.{stage}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its name, what its key is, how many partitions, and broker configs."""
+
+    name: str
+    key: str
+    partitions: int
+    purpose: str
+    configs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def compacted(self) -> bool:
+        return self.configs.get("cleanup.policy") == "compact"
+
+
+_COMPACT = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"}
+_WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+def topic_catalogue(tiers: TierConfig) -> list[TopicSpec]:
+    """All topics the platform uses, with partition counts from the tier config."""
+    specs = [
+        TopicSpec(
+            request_topic(t.name),
+            "conversation id (else request id)",
+            t.request_partitions,
+            f"inference requests of the {t.name} tier",
+            {"retention.ms": _WEEK_MS},
+        )
+        for t in tiers.tiers.values()
+    ]
+    specs += [
+        TopicSpec(REQUESTS_CONTROL, "request id", 4, "cancel/approve signals", dict(_COMPACT)),
+        TopicSpec(REQUESTS_DLQ, "-", 1, "unparseable request messages + error + source coordinates"),
+        TopicSpec(RESULTS, "request id", 8, "request lifecycle events"),
+        TopicSpec(USAGE_EVENTS, "tenant id", 8, "CloudEvents 1.0 usage facts"),
+        TopicSpec(USAGE_BILLABLE, "tenant id", 8, "deduplicated, validated, priced usage"),
+        TopicSpec(USAGE_QUOTA_STATE, "tenant id", 4, "quota counters per tenant", dict(_COMPACT)),
+        TopicSpec(USAGE_DLQ, "-", 1, "invalid usage events + error + source coordinates"),
+        TopicSpec(WEBHOOKS_DLQ, "-", 1, "webhook events that exhausted retries"),
+        TopicSpec(AUTH_EVENTS, "user id", 2, "auth events for mailers (password reset, ...)"),
+    ]
+    specs += [
+        TopicSpec(webhook_retry_topic(i), "request id", 4, f"webhook retry stage {i} (delay {d}s)")
+        for i, d in enumerate(WEBHOOK_RETRY_STAGES_S, start=1)
+    ]
+    return specs
