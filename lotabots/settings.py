@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,42 @@ class Settings(BaseSettings):
     gateway_port: int = 8000
     public_base_url: str = ""
 
+    # auth service (docs/auth.md)
+    auth_host: str = "127.0.0.1"
+    auth_port: int = 8001
+    auth_embedded: bool = Field(default=True, description="serve the auth routes from the gateway process too")
+    auth_issuer: str = "lotabots-auth"
+    auth_audience: str = "lotabots-api"
+    auth_jwt_algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    auth_access_token_ttl_s: int = Field(default=900, gt=0)
+    auth_refresh_token_ttl_s: int = Field(default=14 * 86400, gt=0, description="idle life of one refresh token")
+    auth_session_max_age_s: int = Field(default=90 * 86400, gt=0, description="absolute life of a login session")
+    auth_clock_leeway_s: int = Field(default=30, ge=0)
+    auth_key_encryption_key: SecretStr | None = Field(
+        default=None, description="base64url 32-byte AES key sealing signing keys; <data_dir>/auth/signing.kek if unset"
+    )
+    auth_key_publish_lead_s: int = Field(default=600, ge=0, description="a rotated key is in the JWKS this long before it signs")
+    auth_key_reload_s: float = Field(default=30.0, ge=0)
+    auth_jwks_url: str = Field(default="", description="where the gateway fetches the JWKS; read from the DB if empty")
+    auth_jwks_refresh_s: float = Field(default=300.0, gt=0)
+    auth_jwks_min_refetch_s: float = Field(default=5.0, ge=0, description="least time between refetches on an unknown kid")
+    auth_revocation_poll_s: float = Field(default=5.0, ge=0, description="how often the gateway reloads revoked sessions")
+    auth_bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    auth_hash_workers: int = Field(default=0, ge=0, description="password-hashing threads; 0 = CPU count")
+    auth_password_min_length: int = Field(default=10, ge=1)
+    auth_require_email_verification: bool = True
+    auth_registration_open: bool = True
+    auth_default_tier: str = "free"
+    auth_lockout_threshold: int = Field(default=5, gt=0, description="failed logins per account before lockout")
+    auth_lockout_address_threshold: int = Field(default=50, gt=0, description="failed logins per client address")
+    auth_lockout_window_s: int = Field(default=900, gt=0)
+    auth_lockout_duration_s: int = Field(default=900, gt=0)
+    auth_reset_token_ttl_s: int = Field(default=3600, gt=0)
+    auth_verify_token_ttl_s: int = Field(default=3 * 86400, gt=0)
+    auth_invite_token_ttl_s: int = Field(default=7 * 86400, gt=0)
+    auth_link_template: str = "{base_url}/account/{purpose}#token={token}"
+    auth_log_email_links: bool = Field(default=False, description="development only: log verification/reset links")
+
     # kafka client behaviour
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 2_000
@@ -39,6 +77,10 @@ class Settings(BaseSettings):
     inference_max_batch: int = 16
     inference_max_tokens_in_flight: int = 32_768
     inference_device: str = "auto"  # auto | cpu | cuda
+    inference_drain_timeout_s: float = 60.0  # SIGTERM: finish in-flight generations this long, then hand back
+
+    # worker processes serve /healthz and /metrics here (0 = off)
+    metrics_port: int = 0
 
     # local broker
     kafka_version: str = "4.1.1"

@@ -12,6 +12,7 @@ WEBHOOK_RETRY_STAGES_S: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 360
 REQUESTS_CONTROL = "requests.control"
 REQUESTS_DLQ = "requests.dlq"
 RESULTS = "results"
+RESULTS_DLQ = "results.dlq"
 USAGE_EVENTS = "usage.events"
 USAGE_BILLABLE = "usage.billable"
 USAGE_QUOTA_STATE = "usage.quota-state"
@@ -62,6 +63,7 @@ def topic_catalogue(tiers: TierConfig) -> list[TopicSpec]:
     specs += [
         TopicSpec(REQUESTS_CONTROL, "request id", 4, "cancel/approve signals", dict(_COMPACT)),
         TopicSpec(REQUESTS_DLQ, "-", 1, "unparseable request messages + error + source coordinates"),
+        TopicSpec(RESULTS_DLQ, "-", 1, "unparseable lifecycle events + error + source coordinates"),
         TopicSpec(RESULTS, "request id", 8, "request lifecycle events"),
         TopicSpec(USAGE_EVENTS, "tenant id", 8, "CloudEvents 1.0 usage facts"),
         TopicSpec(USAGE_BILLABLE, "tenant id", 8, "deduplicated, validated, priced usage"),

@@ -1,0 +1,1 @@
+"""Plain aiokafka consumers: inference worker, result writer (and later webhooks, usage sink, autoscaler)."""

@@ -1,0 +1,194 @@
+"""Submit, poll, list and cancel chat requests. Route functions call these; they hold the rules.
+
+Submit writes the request row first and only then publishes it to `requests.<tier>` (acks=all) and
+answers 202: a 202 therefore always has both a row (poll never 404s) and a durable message (a worker
+will run it). An idempotent replay of a request still `queued` publishes it again, which heals a
+gateway that died between the row and the publish; duplicates are harmless because workers and the
+result writer are idempotent per request id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import and_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import ApiError
+from gateway.request_models import SubmitRequestBody
+from gateway.security import Principal
+from lotabots.ids import new_id
+from lotabots.kafka_io import encode
+from lotabots.tiers import TierConfig
+from schemas.events import ControlAction, ControlSignal, GenerationParams, InferenceRequest, RequestStatus
+from schemas.relational import requests_table as R
+from schemas.topics import REQUESTS_CONTROL, request_topic
+
+DEFAULT_MAX_TOKENS = 128
+
+
+@dataclass
+class SubmitOutcome:
+    row: Any
+    replayed: bool
+
+
+class RequestService:
+    """The request lifecycle as the gateway sees it."""
+
+    def __init__(self, engine: AsyncEngine, producer: AIOKafkaProducer, tiers: TierConfig) -> None:
+        self.engine = engine
+        self.producer = producer
+        self.tiers = tiers
+
+    async def submit(self, who: Principal, body: SubmitRequestBody, idempotency_key: str | None) -> SubmitOutcome:
+        tier = self.tiers.tiers.get(who.tier)
+        if tier is None:
+            raise ApiError(403, "tier_not_available", f"tier {who.tier!r} is not offered")
+        max_tokens = body.max_tokens or min(DEFAULT_MAX_TOKENS, tier.max_tokens_cap)
+        if max_tokens > tier.max_tokens_cap:
+            raise ApiError(
+                422, "max_tokens_exceeds_tier_cap",
+                f"max_tokens {max_tokens} exceeds the {tier.name} tier's cap of {tier.max_tokens_cap}",
+                cap=tier.max_tokens_cap,
+            )
+        if idempotency_key is not None and not (1 <= len(idempotency_key) <= 255):
+            raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
+        params = GenerationParams(
+            max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, stop=body.stop, seed=body.seed
+        )
+        messages = [m.model_dump() for m in body.messages]
+        request_hash = hashlib.sha256(
+            orjson.dumps({"m": messages, "p": params.model_dump(), "c": body.conversation_id}, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+        if idempotency_key is not None:
+            existing = await self._by_idempotency_key(who.tenant_id, idempotency_key)
+            if existing is not None:
+                return await self._replay(existing, request_hash)
+
+        now = datetime.now(UTC)
+        request_id = new_id("req")
+        row = {
+            "id": request_id, "tenant_id": who.tenant_id, "tier": tier.name, "status": RequestStatus.QUEUED.value,
+            "status_rank": 0, "conversation_id": body.conversation_id, "input": {"messages": messages},
+            "params": params.model_dump(), "idempotency_key": idempotency_key, "request_hash": request_hash,
+            "created_at": now, "updated_at": now,
+        }
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(R.insert().values(**row))
+        except IntegrityError:
+            existing = await self._by_idempotency_key(who.tenant_id, idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return await self._replay(existing, request_hash)
+        await self._publish(row)
+        return SubmitOutcome(_RowView(row), replayed=False)
+
+    async def _replay(self, existing: Any, request_hash: str) -> SubmitOutcome:
+        if existing.request_hash != request_hash:
+            raise ApiError(
+                409, "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request body", request_id=existing.id,
+            )
+        if existing.status == RequestStatus.QUEUED.value:
+            await self._publish(existing._asdict())
+        return SubmitOutcome(existing, replayed=True)
+
+    async def _publish(self, row: dict[str, Any]) -> None:
+        message = InferenceRequest(
+            request_id=row["id"], tenant_id=row["tenant_id"], tier=row["tier"],
+            conversation_id=row["conversation_id"], messages=row["input"]["messages"],
+            params=GenerationParams(**row["params"]), submitted_at=row["created_at"],
+        )
+        key = (row["conversation_id"] or row["id"]).encode()
+        try:
+            await self.producer.send_and_wait(request_topic(row["tier"]), encode(message), key=key)
+        except Exception as exc:  # the broker did not take it: tell the client to retry (same Idempotency-Key)
+            raise ApiError(
+                503, "queue_unavailable", "the request could not be queued; retry with the same Idempotency-Key",
+                headers={"Retry-After": "1"}, request_id=row["id"],
+            ) from exc
+
+    async def _by_idempotency_key(self, tenant_id: str, key: str) -> Any:
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(select(R).where(and_(R.c.tenant_id == tenant_id, R.c.idempotency_key == key)))
+            ).first()
+
+    async def get(self, who: Principal, request_id: str) -> Any:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(R).where(and_(R.c.id == request_id, R.c.tenant_id == who.tenant_id)))
+            ).first()
+        if row is None:  # another tenant's id is indistinguishable from an unknown one
+            raise ApiError(404, "request_not_found", "no such request")
+        return row
+
+    async def list(
+        self, who: Principal, limit: int, cursor: str | None, status: str | None
+    ) -> tuple[list[Any], str | None]:
+        query = select(R).where(R.c.tenant_id == who.tenant_id)
+        if cursor:
+            query = query.where(R.c.id < _decode_cursor(cursor))
+        if status:
+            query = query.where(R.c.status == status)
+        query = query.order_by(R.c.id.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).fetchall()
+        next_cursor = _encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    async def cancel(self, who: Principal, request_id: str) -> Any:
+        row = await self.get(who, request_id)
+        status = RequestStatus(row.status)
+        if status is RequestStatus.CANCELED:
+            return row
+        if status.terminal:
+            raise ApiError(409, "request_already_finished", f"the request already ended {status.value}")
+        signal = ControlSignal(
+            request_id=row.id, tenant_id=row.tenant_id, tier=row.tier, action=ControlAction.CANCEL,
+            at=datetime.now(UTC),
+        )
+        try:
+            await self.producer.send_and_wait(REQUESTS_CONTROL, encode(signal), key=row.id.encode())
+        except Exception as exc:
+            raise ApiError(503, "queue_unavailable", "cancel could not be recorded; retry",
+                           headers={"Retry-After": "1"}) from exc
+        if status is RequestStatus.QUEUED:
+            # Not started yet: it ends now. A worker that later takes it sees the control signal and skips it.
+            now = datetime.now(UTC)
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(R)
+                    .where(and_(R.c.id == row.id, R.c.status == RequestStatus.QUEUED.value))
+                    .values(status=RequestStatus.CANCELED.value, status_rank=3, finish_reason="canceled",
+                            finished_at=now, updated_at=now, prompt_tokens=0, completion_tokens=0)
+                )
+        return await self.get(who, request_id)
+
+
+class _RowView:
+    """A freshly inserted row, readable like a fetched one."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update({c.name: None for c in R.columns})
+        self.__dict__.update(values)
+
+
+def _encode_cursor(request_id: str) -> str:
+    return base64.urlsafe_b64encode(request_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except Exception as exc:
+        raise ApiError(422, "invalid_cursor", "the pagination cursor is not valid") from exc

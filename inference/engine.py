@@ -1,0 +1,20 @@
+"""Opening the chat model a worker serves, as the batch scheduler expects it."""
+
+from __future__ import annotations
+
+from inference.model_files import LoadedModel, load_model
+from lotabots.settings import Settings
+
+ChatModel = LoadedModel
+
+
+def prepare(model: LoadedModel) -> LoadedModel:
+    """Fill in what the scheduler reads besides the ONNX I/O: context length, EOS set."""
+    model.max_context = int(model.config.get("max_position_embeddings", 8192))  # type: ignore[attr-defined]
+    model.eos_token_ids = frozenset(model.eos_token_ids)  # type: ignore[assignment]
+    return model
+
+
+def open_chat_model(settings: Settings) -> LoadedModel:
+    return prepare(load_model(settings.models_path, variant=settings.model_variant,
+                              threads=settings.inference_threads, device=settings.inference_device))

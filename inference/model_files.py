@@ -1,0 +1,135 @@
+"""Load a built model for inference with only onnxruntime, tokenizers and numpy.
+
+:class:`LoadedModel` wraps the ONNX Runtime session of one decoder step (see
+:mod:`inference.onnx_graph` for the I/O contract), the tokenizer and the model config.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from .chat import render_chat
+from .model_build import variant_dir  # stdlib-only at import time
+
+KV = tuple[np.ndarray, np.ndarray]
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """``auto``: CUDA EP when onnxruntime-gpu offers it, else CPU; ``cuda`` insists; ``cpu`` forces CPU."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device in ("cuda", "gpu"):
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeError("device 'cuda' requested but onnxruntime has no CUDAExecutionProvider")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto":
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+    raise ValueError(f"unknown device {device!r} (auto, cpu, cuda)")
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model: ``forward`` one decoder step, encode chats, decode ids."""
+
+    path: Path
+    config: dict[str, Any]
+    tokenizer: Tokenizer
+    session: ort.InferenceSession
+    _output_names: list[str] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.num_layers = int(self.config["num_layers"])
+        self.num_kv_heads = int(self.config["num_kv_heads"])
+        self.head_dim = int(self.config["head_dim"])
+        self.vocab_size = int(self.config["vocab_size"])
+        self.eos_token_ids: list[int] = [int(t) for t in self.config["eos_token_ids"]]
+        self.pad_token_id = int(self.config.get("pad_token_id", self.eos_token_ids[0]))
+        self.kv_dtype = np.dtype(self.config.get("kv_dtype", "float32"))
+        self._output_names = ["logits"] + [
+            f"present.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")
+        ]
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def empty_past(self, batch: int) -> list[KV]:
+        """A zero-length KV cache for ``batch`` rows (``past_seq`` = 0)."""
+        shape = (batch, self.num_kv_heads, 0, self.head_dim)
+        return [(np.zeros(shape, self.kv_dtype), np.zeros(shape, self.kv_dtype)) for _ in range(self.num_layers)]
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        past: Sequence[KV],
+    ) -> tuple[np.ndarray, list[KV]]:
+        """One step: returns last-position ``logits`` [batch, vocab] and the grown KV cache."""
+        feed: dict[str, np.ndarray] = {
+            "input_ids": np.asarray(input_ids, dtype=np.int64),
+            "attention_mask": np.asarray(attention_mask, dtype=np.int64),
+            "position_ids": np.asarray(position_ids, dtype=np.int64),
+        }
+        if len(past) != self.num_layers:
+            raise ValueError(f"past has {len(past)} layers, model has {self.num_layers}")
+        for i, (k, v) in enumerate(past):
+            feed[f"past_key_values.{i}.key"] = k
+            feed[f"past_key_values.{i}.value"] = v
+        out = self.session.run(self._output_names, feed)
+        present = [(out[1 + 2 * i], out[2 + 2 * i]) for i in range(self.num_layers)]
+        return out[0], present
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
+        return render_chat(messages, add_generation_prompt)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; special tokens written in the text (``<|im_start|>``) are recognised."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_chat(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """Chat-template ``messages`` and tokenise the prompt."""
+        return self.encode(render_chat(messages, add_generation_prompt))
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    """Session options for decode: all graph optimisations, ``threads`` intra-op threads (0 = ORT default).
+
+    Memory-pattern planning is off: every decode step has a new ``past_seq`` so a cached pattern never
+    matches, and re-planning measured slower than plain allocation.
+    """
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_mem_pattern = False
+    return so
+
+
+def load_model(model_dir: Path, variant: str = "fp32", threads: int = 0, device: str = "auto") -> LoadedModel:
+    """Load ``<model_dir>/smollm2-135m-instruct/<variant>/`` (as written by ``build_model``)."""
+    path = variant_dir(Path(model_dir), variant)
+    config_file = path / "model_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"no built model at {path}; run `lotabots model build` first")
+    config = json.loads(config_file.read_text())
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    session = ort.InferenceSession(
+        str(path / "model.onnx"), sess_options=session_options(threads), providers=choose_providers(device)
+    )
+    return LoadedModel(path=path, config=config, tokenizer=tokenizer, session=session)

@@ -1,0 +1,283 @@
+"""Build the one-step Llama decoder as an ONNX graph (no torch): weights in, ``onnx.ModelProto`` out.
+
+I/O contract (the batching scheduler relies on it):
+
+* inputs ``input_ids`` int64 [batch, seq], ``attention_mask`` int64 [batch, past_seq + seq],
+  ``position_ids`` int64 [batch, seq], ``past_key_values.{i}.key|value`` [batch, kv_heads, past_seq, head_dim]
+* outputs ``logits`` [batch, vocab] (last position only), ``present.{i}.key|value``
+  [batch, kv_heads, past_seq + seq, head_dim] (= concat(past, new))
+
+Key column ``j`` is visible to query ``i`` iff ``attention_mask[b, j] == 1`` and ``j <= past_seq + i``;
+masked scores get a large finite negative, so a fully masked (left-pad) query row yields no NaN.
+
+The variant point is :class:`Variant`: it fixes the activation/KV float type and how a linear layer
+(``y = x @ W.T``) is emitted.  ``fp32`` stores pre-transposed float32 weights for ``MatMul``; fp16 and
+int4 (``MatMulNBits``) variants plug in as further subclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .gguf_weights import LlamaHParams, LlamaWeights
+
+OPSET = 23  # Attention, RotaryEmbedding and RMSNormalization are standard ops from opset 23
+MS_DOMAIN = "com.microsoft"
+
+
+class GraphBuilder:
+    """Tiny helper around ``onnx.helper``: unique names, nodes and initializers."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count: dict[str, int] = {}
+
+    def name(self, base: str) -> str:
+        n = self._count.get(base, 0)
+        self._count[base] = n + 1
+        return base if n == 0 else f"{base}_{n}"
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        """Add an initializer (name made unique) and return its name."""
+        name = self.name(name)
+        self.initializers.append(numpy_helper.from_array(np.asarray(array, order="C"), name))
+        return name
+
+    def op(
+        self,
+        op_type: str,
+        inputs: list[str],
+        outputs: int | list[str] = 1,
+        domain: str = "",
+        name: str | None = None,
+        **attrs: object,
+    ) -> str | list[str]:
+        """Append a node; returns its output name (or names when ``outputs`` > 1 or a list)."""
+        node_name = self.name(name or op_type)
+        outs = outputs if isinstance(outputs, list) else [f"{node_name}/out{i}" for i in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=node_name, domain=domain, **attrs))
+        return outs[0] if len(outs) == 1 and not isinstance(outputs, list) else outs
+
+
+class Variant:
+    """How weights are stored and which float type activations and the KV cache use."""
+
+    name = "base"
+    float_type: int = TensorProto.FLOAT
+    np_float: type = np.float32
+
+    def linear(self, g: GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
+        """Emit ``x @ w.T`` for ``w`` of shape ``[out, in]`` (float32 from the GGUF)."""
+        raise NotImplementedError
+
+    def cast_float(self, array: np.ndarray) -> np.ndarray:
+        return array.astype(self.np_float)
+
+    def embedding_and_head(
+        self, g: GraphBuilder, embed: np.ndarray, lm_head: np.ndarray | None
+    ) -> tuple[object, object]:
+        """Return ``(embed_fn(ids) -> x, head_fn(h) -> logits)``; ``lm_head`` is ``None`` when tied.
+
+        Default: a float embedding table for ``Gather`` and :meth:`linear` for the head.
+        """
+        table = g.const("embed_tokens.weight", self.cast_float(embed))
+        head = embed if lm_head is None else lm_head
+
+        def embed_fn(ids: str) -> str:
+            return g.op("Gather", [table, ids], name="embed", axis=0)
+
+        def head_fn(h: str) -> str:
+            return self.linear(g, h, head, "lm_head")
+
+        return embed_fn, head_fn
+
+
+class Fp32Variant(Variant):
+    """Float32 everywhere; weights stored pre-transposed ``[in, out]`` so MatMul needs no Transpose."""
+
+    name = "fp32"
+
+    def linear(self, g: GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
+        wt = g.const(f"{name}.weight_t", np.ascontiguousarray(w.T.astype(np.float32)))
+        return g.op("MatMul", [x, wt], name=name)
+
+    def embedding_and_head(
+        self, g: GraphBuilder, embed: np.ndarray, lm_head: np.ndarray | None
+    ) -> tuple[object, object]:
+        """Tied weights are stored once, as the head's ``[hidden, vocab]``; the embedding gathers
+        its columns (``Gather`` axis 1, then ``Transpose``), which costs nothing per decode step."""
+        if lm_head is not None:
+            return super().embedding_and_head(g, embed, lm_head)
+        wt = g.const("lm_head.weight_t", np.ascontiguousarray(embed.T.astype(np.float32)))
+
+        def embed_fn(ids: str) -> str:
+            cols = g.op("Gather", [wt, ids], name="embed", axis=1)  # [hidden, B, S]
+            return g.op("Transpose", [cols], name="embed_transpose", perm=[1, 2, 0])
+
+        def head_fn(h: str) -> str:
+            return g.op("MatMul", [h, wt], name="lm_head")
+
+        return embed_fn, head_fn
+
+
+VARIANTS: dict[str, type[Variant]] = {"fp32": Fp32Variant}
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]()
+    except KeyError:
+        raise ValueError(f"unknown model variant {name!r}; known: {sorted(VARIANTS)}") from None
+
+
+def rope_tables(hp: LlamaHParams, max_pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos/sin tables ``[max_pos, head_dim/2]`` computed as transformers' default Llama RoPE (float32)."""
+    d = hp.head_dim
+    inv_freq = (1.0 / (np.float32(hp.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d))))
+    inv_freq = inv_freq.astype(np.float32)
+    freqs = np.arange(max_pos, dtype=np.float32)[:, None] * inv_freq[None, :]
+    return np.cos(freqs).astype(np.float32), np.sin(freqs).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    """Knobs of the graph that are not the weight format."""
+
+    max_positions: int = 8192
+
+
+def build_graph(weights: LlamaWeights, variant: Variant, options: GraphOptions | None = None) -> onnx.ModelProto:
+    """The whole decoder step as an ONNX model (see the module docstring for the I/O contract)."""
+    options = options or GraphOptions()
+    hp = weights.hparams
+    g = GraphBuilder()
+    ft, npf = variant.float_type, variant.np_float
+    H, KV, D = hp.num_heads, hp.num_kv_heads, hp.head_dim
+    L = hp.num_layers
+    neg = float(np.finfo(npf).min) * 0.5  # large finite negative for masked scores
+
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total_seq"]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", ft, ["batch", hp.vocab_size])]
+    for i in range(L):
+        for kind in ("key", "value"):
+            inputs.append(
+                helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", ft, ["batch", KV, "past_seq", D])
+            )
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", ft, ["batch", KV, "total_seq", D]))
+
+    # ---- shared per-step tensors: embeddings, additive attention mask, RoPE tables
+    embed_fn, head_fn = variant.embedding_and_head(g, weights.embed, weights.lm_head)
+    x = embed_fn("input_ids")
+
+    one = g.const("one_i64", np.array(1, dtype=np.int64))
+    zero = g.const("zero_i64", np.array(0, dtype=np.int64))
+    ids_shape = g.op("Shape", ["input_ids"], name="ids_shape")
+    seq = g.op("Gather", [ids_shape, one], name="seq_len", axis=0)
+    mask_shape = g.op("Shape", ["attention_mask"], name="mask_shape")
+    total = g.op("Gather", [mask_shape, one], name="total_len", axis=0)
+    past = g.op("Sub", [total, seq], name="past_len")
+    key_pos = g.op("Range", [zero, total, one], name="key_pos")  # [T]
+    query_pos = g.op("Range", [past, total, one], name="query_pos")  # [S]
+    query_col = g.op("Unsqueeze", [query_pos, g.const("axes_1", np.array([1], dtype=np.int64))])  # [S,1]
+    causal = g.op("LessOrEqual", [key_pos, query_col], name="causal")  # [S,T]
+    pad = g.op("Cast", ["attention_mask"], name="pad_bool", to=TensorProto.BOOL)  # [B,T]
+    pad4 = g.op("Unsqueeze", [pad, g.const("axes_12", np.array([1, 2], dtype=np.int64))])  # [B,1,1,T]
+    visible = g.op("And", [causal, pad4], name="visible")  # [B,1,S,T]
+    bias = g.op(
+        "Where",
+        [visible, g.const("zero_f", np.array(0, dtype=npf)), g.const("neg_f", np.array(neg, dtype=npf))],
+        name="attn_bias",
+    )
+
+    cos_t, sin_t = rope_tables(hp, options.max_positions)
+    cos = g.const("rope_cos", cos_t.astype(npf))
+    sin = g.const("rope_sin", sin_t.astype(npf))
+
+    # ---- decoder layers
+    residual: str | None = None
+    h = ""
+    for i, lw in enumerate(weights.layers):
+        p = f"layers.{i}"
+        ln1 = g.const(f"{p}.input_layernorm.weight", variant.cast_float(lw.attn_norm))
+        if residual is None:
+            h = g.op("RMSNormalization", [x, ln1], name=f"{p}.input_layernorm", axis=-1, epsilon=hp.rms_norm_eps)
+            residual = x
+        else:
+            h, _, _, residual = g.op(
+                "SkipSimplifiedLayerNormalization",
+                [x, residual, ln1],
+                outputs=4,
+                domain=MS_DOMAIN,
+                name=f"{p}.input_layernorm",
+                epsilon=hp.rms_norm_eps,
+            )
+        qkv_w = np.concatenate([lw.q, lw.k, lw.v], axis=0)
+        qkv = variant.linear(g, h, qkv_w, f"{p}.self_attn.qkv_proj")
+        q, k, v = g.op(
+            "Split",
+            [qkv, g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))],
+            outputs=3,
+            name=f"{p}.self_attn.qkv_split",
+            axis=-1,
+        )
+        q = g.op("RotaryEmbedding", [q, cos, sin, "position_ids"], name=f"{p}.self_attn.q_rope", num_heads=H)
+        k = g.op("RotaryEmbedding", [k, cos, sin, "position_ids"], name=f"{p}.self_attn.k_rope", num_heads=KV)
+        attn = g.op(
+            "Attention",
+            [q, k, v, bias, f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
+            outputs=[f"{p}.self_attn.out", f"present.{i}.key", f"present.{i}.value"],
+            name=f"{p}.self_attn.attention",
+            q_num_heads=H,
+            kv_num_heads=KV,
+            scale=float(1.0 / np.sqrt(D)),
+        )[0]
+        o = variant.linear(g, attn, lw.o, f"{p}.self_attn.o_proj")
+        ln2 = g.const(f"{p}.post_attention_layernorm.weight", variant.cast_float(lw.ffn_norm))
+        h, _, _, residual = g.op(
+            "SkipSimplifiedLayerNormalization",
+            [o, residual, ln2],
+            outputs=4,
+            domain=MS_DOMAIN,
+            name=f"{p}.post_attention_layernorm",
+            epsilon=hp.rms_norm_eps,
+        )
+        gu = variant.linear(g, h, np.concatenate([lw.gate, lw.up], axis=0), f"{p}.mlp.gate_up_proj")
+        gate, up = g.op("Split", [gu, g.const("gu_split", np.array([hp.intermediate_size] * 2, dtype=np.int64))],
+                        outputs=2, name=f"{p}.mlp.gate_up_split", axis=-1)
+        act = g.op("Mul", [gate, g.op("Sigmoid", [gate], name=f"{p}.mlp.sigmoid")], name=f"{p}.mlp.silu")
+        x = variant.linear(g, g.op("Mul", [act, up], name=f"{p}.mlp.mul"), lw.down, f"{p}.mlp.down_proj")
+
+    # ---- last position only, then final norm and LM head
+    assert residual is not None
+    last_idx = g.op("Sub", [seq, one], name="last_index")
+    x_last = g.op("Gather", [x, last_idx], name="last_x", axis=1)  # [B, hidden]
+    r_last = g.op("Gather", [residual, last_idx], name="last_residual", axis=1)
+    final = g.const("norm.weight", variant.cast_float(weights.final_norm))
+    h_last = g.op(
+        "SkipSimplifiedLayerNormalization",
+        [x_last, r_last, final],
+        outputs=1,
+        domain=MS_DOMAIN,
+        name="final_norm",
+        epsilon=hp.rms_norm_eps,
+    )
+    logits = head_fn(h_last)
+    g.op("Identity", [logits], outputs=["logits"], name="logits_out")
+
+    graph = helper.make_graph(g.nodes, "llama_decoder_step", inputs, outputs, g.initializers)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+        producer_name="lotabots.inference.onnx_graph",
+    )
+    model.ir_version = 10
+    return model

@@ -1,0 +1,338 @@
+"""Iteration-level (continuous) batching of decode steps on one model, in a dedicated engine thread.
+
+Every loop iteration: apply cancellations, run at most one prefill chunk of one waiting sequence, then
+advance every running sequence by one token in a single batched model call. Sequences join the batch
+as soon as their prefill ends and leave it the step they finish, so the batch never waits for its
+slowest member. The batch's KV cache is left-padded (all rows end at the same column; pad columns are
+masked), so one forward call serves rows of different lengths; each row keeps its own real positions.
+Prompts are never recomputed once a sequence is in the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from inference.sampling import TokenSampler
+
+log = logging.getLogger(__name__)
+
+
+class DecoderModel(Protocol):
+    """What the scheduler needs from a model (see inference.model_files.LoadedModel)."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    eos_token_ids: frozenset[int]
+    max_context: int
+
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
+        past: list[tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+@dataclass(frozen=True)
+class SequenceParams:
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class SequenceResult:
+    """How a sequence ended. `finish_reason`: stop | length | canceled | error."""
+
+    seq_id: str
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: float
+    first_token_at: float | None
+    finished_at: float
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass
+class _Sequence:
+    seq_id: str
+    prompt: list[int]
+    params: SequenceParams
+    on_start: Callable[[str, float], None] | None
+    on_finish: Callable[[SequenceResult], None]
+    sampler: TokenSampler
+    generated: list[int] = field(default_factory=list)
+    prefilled: int = 0
+    past: list[tuple[np.ndarray, np.ndarray]] | None = None
+    next_token: int = -1
+    started_at: float = 0.0
+    first_token_at: float | None = None
+    canceled: bool = False
+    dropped: bool = False  # handed back: finishes silently
+
+    @property
+    def reserved_tokens(self) -> int:
+        return len(self.prompt) + self.params.max_tokens
+
+
+class BatchScheduler:
+    """Runs sequences on one model with continuous batching; thread-safe submit/cancel/drop."""
+
+    def __init__(
+        self, model: DecoderModel, *, max_batch: int = 16, max_tokens_in_flight: int = 32_768,
+        prefill_chunk: int = 256,
+    ) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self.max_tokens_in_flight = max_tokens_in_flight
+        self.prefill_chunk = prefill_chunk
+        self._cond = threading.Condition()
+        self._waiting: deque[_Sequence] = deque()
+        self._by_id: dict[str, _Sequence] = {}
+        self._rows: list[_Sequence] = []  # the running batch, in KV row order
+        self._kv: list[tuple[np.ndarray, np.ndarray]] = []
+        self._mask = np.zeros((0, 0), dtype=np.int64)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+        self.tokens_generated = 0
+
+    # ---- public, any thread -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread:
+            self._thread.join()
+
+    def submit(
+        self, seq_id: str, prompt: list[int], params: SequenceParams,
+        on_finish: Callable[[SequenceResult], None], on_start: Callable[[str, float], None] | None = None,
+    ) -> None:
+        now = time.time()
+        if not prompt:
+            on_finish(_error(seq_id, 0, now, "empty_prompt", "the prompt has no tokens"))
+            return
+        if len(prompt) + params.max_tokens > self.model.max_context:
+            on_finish(_error(seq_id, len(prompt), now, "context_length_exceeded",
+                             f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
+                             f"model's context of {self.model.max_context}"))
+            return
+        seq = _Sequence(seq_id, list(prompt), params, on_start, on_finish,
+                        TokenSampler(params.temperature, params.top_p, params.seed))
+        with self._cond:
+            if seq_id in self._by_id:
+                return  # already running: a duplicate delivery of the same request
+            self._by_id[seq_id] = seq
+            self._waiting.append(seq)
+            self._cond.notify_all()
+
+    def cancel(self, seq_id: str) -> bool:
+        """Stop a sequence before its next step; it finishes with reason `canceled`."""
+        with self._cond:
+            seq = self._by_id.get(seq_id)
+            if seq is None:
+                return False
+            seq.canceled = True
+            self._cond.notify_all()
+            return True
+
+    def drop(self, seq_id: str) -> None:
+        """Hand a sequence back (its partition was revoked): stop it without a result."""
+        with self._cond:
+            seq = self._by_id.get(seq_id)
+            if seq is not None:
+                seq.canceled = seq.dropped = True
+                self._cond.notify_all()
+
+    def has_capacity(self) -> bool:
+        with self._cond:
+            return self._in_flight_count() < self.max_batch and self._reserved() < self.max_tokens_in_flight
+
+    def in_flight(self) -> int:
+        with self._cond:
+            return self._in_flight_count()
+
+    def _in_flight_count(self) -> int:
+        return len(self._by_id)
+
+    def _reserved(self) -> int:
+        return sum(s.reserved_tokens for s in self._by_id.values())
+
+    # ---- engine thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._waiting and not self._rows:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                canceled_rows = [s for s in self._rows if s.canceled]
+                canceled_waiting = [s for s in self._waiting if s.canceled]
+                for s in canceled_waiting:
+                    self._waiting.remove(s)
+                admit = None
+                if self._waiting and len(self._rows) < self.max_batch:
+                    admit = self._waiting[0]
+            for s in canceled_waiting:
+                self._finish(s, "canceled")
+            if canceled_rows:
+                self._remove_rows(canceled_rows)
+                for s in canceled_rows:
+                    self._finish(s, "canceled")
+            try:
+                if admit is not None:
+                    self._prefill_chunk(admit)
+                if self._rows:
+                    self._decode_step()
+            except Exception as exc:  # a failing model call fails the sequences it touched, not the worker
+                log.exception("engine step failed")
+                victims = list(self._rows) + ([admit] if admit is not None and admit not in self._rows else [])
+                self._rows, self._kv, self._mask = [], [], np.zeros((0, 0), dtype=np.int64)
+                with self._cond:
+                    for s in victims:
+                        if s in self._waiting:
+                            self._waiting.remove(s)
+                for s in victims:
+                    self._finish(s, "error", "inference_error", f"{type(exc).__name__}: {exc}")
+
+    def _prefill_chunk(self, seq: _Sequence) -> None:
+        if seq.prefilled == 0:
+            seq.started_at = time.time()
+            if seq.on_start:
+                seq.on_start(seq.seq_id, seq.started_at)
+            seq.past = [
+                (np.zeros((1, self.model.num_kv_heads, 0, self.model.head_dim), np.float32),) * 2
+                for _ in range(self.model.num_layers)
+            ]
+        start = seq.prefilled
+        end = min(len(seq.prompt), start + self.prefill_chunk)
+        ids = np.asarray([seq.prompt[start:end]], dtype=np.int64)
+        mask = np.ones((1, end), dtype=np.int64)
+        pos = np.arange(start, end, dtype=np.int64)[None, :]
+        assert seq.past is not None
+        logits, seq.past = self.model.forward(ids, mask, pos, seq.past)
+        seq.prefilled = end
+        if end < len(seq.prompt):
+            return
+        with self._cond:
+            self._waiting.popleft()
+        token = seq.sampler(logits[0])
+        seq.first_token_at = time.time()
+        if self._accept_token(seq, token):
+            self._join_batch(seq)
+        seq.past = None
+
+    def _join_batch(self, seq: _Sequence) -> None:
+        assert seq.past is not None
+        length = seq.past[0][0].shape[2]
+        width = self._mask.shape[1]
+        if not self._rows:
+            self._kv = [(k, v) for k, v in seq.past]
+            self._mask = np.ones((1, length), dtype=np.int64)
+            self._rows = [seq]
+            return
+        if length > width:  # widen the batch on the left
+            grow = length - width
+            self._kv = [(_pad_left(k, grow), _pad_left(v, grow)) for k, v in self._kv]
+            self._mask = np.pad(self._mask, ((0, 0), (grow, 0)))
+            width = length
+        pad = width - length
+        self._kv = [
+            (np.concatenate([k, _pad_left(nk, pad)]), np.concatenate([v, _pad_left(nv, pad)]))
+            for (k, v), (nk, nv) in zip(self._kv, seq.past, strict=True)
+        ]
+        row_mask = np.concatenate([np.zeros(pad, np.int64), np.ones(length, np.int64)])[None, :]
+        self._mask = np.concatenate([self._mask, row_mask])
+        self._rows.append(seq)
+
+    def _decode_step(self) -> None:
+        rows = self._rows
+        ids = np.asarray([[s.next_token] for s in rows], dtype=np.int64)
+        pos = np.asarray([[len(s.prompt) + len(s.generated) - 1] for s in rows], dtype=np.int64)
+        mask = np.concatenate([self._mask, np.ones((len(rows), 1), np.int64)], axis=1)
+        logits, self._kv = self.model.forward(ids, mask, pos, self._kv)
+        self._mask = mask
+        self.steps += 1
+        done = [s for i, s in enumerate(rows) if not self._accept_token(s, s.sampler(logits[i]))]
+        if done:
+            self._remove_rows(done)
+
+    def _accept_token(self, seq: _Sequence, token: int) -> bool:
+        """Record a sampled token; return False (and finish the sequence) when it ends."""
+        self.tokens_generated += 1
+        if token in self.model.eos_token_ids:
+            self._finish(seq, "stop", eos=True)
+            return False
+        seq.generated.append(token)
+        seq.next_token = token
+        if seq.params.stop:
+            text = self.model.decode(seq.generated)
+            if any(stop in text for stop in seq.params.stop):
+                self._finish(seq, "stop")
+                return False
+        if len(seq.generated) >= seq.params.max_tokens:
+            self._finish(seq, "length")
+            return False
+        return True
+
+    def _remove_rows(self, leaving: list[_Sequence]) -> None:
+        keep = [i for i, s in enumerate(self._rows) if s not in leaving]
+        self._rows = [self._rows[i] for i in keep]
+        if not keep:
+            self._kv, self._mask = [], np.zeros((0, 0), dtype=np.int64)
+            return
+        mask = self._mask[keep]
+        first = int(np.argmax(mask.any(axis=0)))  # drop leading columns no remaining row uses
+        self._mask = np.ascontiguousarray(mask[:, first:])
+        self._kv = [(np.ascontiguousarray(k[keep, :, first:]), np.ascontiguousarray(v[keep, :, first:]))
+                    for k, v in self._kv]
+
+    def _finish(self, seq: _Sequence, reason: str, error_code: str | None = None,
+                error_message: str | None = None, eos: bool = False) -> None:
+        with self._cond:
+            self._by_id.pop(seq.seq_id, None)
+        if seq.dropped:
+            return
+        text = self.model.decode(seq.generated)
+        if reason == "stop" and not eos and seq.params.stop:
+            cut = min((text.find(s) for s in seq.params.stop if s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+        result = SequenceResult(
+            seq.seq_id, text, list(seq.generated), reason, len(seq.prompt), len(seq.generated),
+            seq.started_at or time.time(), seq.first_token_at, time.time(), error_code, error_message,
+        )
+        try:
+            seq.on_finish(result)
+        except Exception:
+            log.exception("on_finish callback failed for %s", seq.seq_id)
+
+
+def _pad_left(a: np.ndarray, n: int) -> np.ndarray:
+    if n == 0:
+        return a
+    return np.pad(a, ((0, 0), (0, 0), (n, 0), (0, 0)))
+
+
+def _error(seq_id: str, prompt_tokens: int, now: float, code: str, message: str) -> SequenceResult:
+    return SequenceResult(seq_id, "", [], "error", prompt_tokens, 0, now, None, now, code, message)

@@ -1,0 +1,69 @@
+"""Entry points of the long-running processes: each installs SIGTERM/SIGINT handling and runs to completion."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from lotabots.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+
+
+async def _serve_health(settings: Settings, healthy: Callable[[], bool]) -> None:
+    if settings.metrics_port:
+        from lotabots.health import serve_health
+
+        await serve_health(settings.metrics_port, healthy)
+
+
+def run_gateway(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    uvicorn.run(create_app(settings), host=host or settings.gateway_host, port=port or settings.gateway_port,
+                log_config=None, access_log=False, timeout_graceful_shutdown=10)
+
+
+def run_inference_worker(settings: Settings, tier: str) -> None:
+    from consumers.inference_worker import InferenceWorker
+    from inference.engine import open_chat_model
+    from lotabots.tiers import get_tier_config
+
+    if tier not in get_tier_config().tiers:
+        raise SystemExit(f"unknown tier {tier!r}")
+
+    async def main() -> None:
+        model = await asyncio.to_thread(open_chat_model, settings)
+        worker = InferenceWorker(settings, tier, model)
+        _on_signals(worker.request_stop)
+        await _serve_health(settings, lambda: True)
+        await worker.run()
+
+    asyncio.run(main())
+
+
+def run_result_writer(settings: Settings) -> None:
+    from consumers.result_writer import ResultWriter
+    from lotabots.db import make_engine
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        writer = ResultWriter(settings, engine)
+        _on_signals(writer.request_stop)
+        await _serve_health(settings, lambda: True)
+        try:
+            await writer.run()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())

@@ -1,0 +1,235 @@
+"""Make a Kafka cluster's topics match the catalogue (schemas/topics.py), idempotently.
+
+``sync_topics`` creates missing topics with their partition counts and configs, adds
+partitions where the catalogue asks for more (never removes any: Kafka cannot, and
+keys would move), and sets topic configs the catalogue names where they differ.
+Configs the catalogue does not name are left as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
+
+from schemas.topics import TopicSpec
+
+# DescribeConfigs config_source: a per-topic override set with AlterConfigs / CreateTopics.
+DYNAMIC_TOPIC_CONFIG = 1
+TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicSyncError(RuntimeError):
+    """The broker refused a topic change; the message names the topic and the broker's reason."""
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """What the cluster has for one topic."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str]  # every effective config value
+    overrides: dict[str, str]  # the per-topic (dynamic) ones
+
+
+@dataclass
+class SyncReport:
+    """What ``sync_topics`` did (or, with dry_run, would do)."""
+
+    bootstrap: str
+    dry_run: bool = False
+    created: dict[str, int] = field(default_factory=dict)  # topic -> partitions
+    partitions_added: dict[str, tuple[int, int]] = field(default_factory=dict)  # topic -> (old, new)
+    partitions_refused: dict[str, tuple[int, int]] = field(default_factory=dict)  # topic -> (has, catalogue)
+    configs_altered: dict[str, dict[str, tuple[str | None, str]]] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was (or would be) created or altered."""
+        return bool(self.created or self.partitions_added or self.configs_altered)
+
+    def lines(self) -> list[str]:
+        """One line per change, then warnings, then a summary."""
+        verb = "would " if self.dry_run else ""
+        out = [f"{verb}create {t} ({n} partition{'s' if n != 1 else ''})" for t, n in self.created.items()]
+        out += [f"{verb}add partitions to {t}: {a} -> {b}" for t, (a, b) in self.partitions_added.items()]
+        for topic, diff in self.configs_altered.items():
+            for key, (old, new) in diff.items():
+                out.append(f"{verb}set {topic} {key}: {old if old is not None else '(default)'} -> {new}")
+        out += [
+            f"WARNING {t} has {has} partitions, the catalogue says {want}: partitions are never removed"
+            for t, (has, want) in self.partitions_refused.items()
+        ]
+        if not self.changed:
+            out.append(f"nothing to do: {len(self.unchanged)} topics match the catalogue on {self.bootstrap}")
+        else:
+            total = len(self.created) + len(set(self.partitions_added) | set(self.configs_altered))
+            done = "to change" if self.dry_run else "changed"
+            out.append(f"{total} topics {done}, {len(self.unchanged)} already matched, on {self.bootstrap}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def _admin(bootstrap: str, request_timeout_ms: int = 30_000) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="lotabots-topic-admin", request_timeout_ms=request_timeout_ms
+    )
+
+
+def _raise_errors(what: str, entries: list[dict[str, Any]], name_key: str, ignore: tuple[int, ...] = ()) -> None:
+    for e in entries:
+        code = e["error_code"]
+        if code and code not in ignore:
+            raise TopicSyncError(f"{what} {e[name_key]}: {for_code(code).__name__}: {e.get('error_message') or ''}")
+
+
+async def describe_topics(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, TopicState]:
+    """Partition counts and configs of those of ``names`` that exist."""
+    existing = set(await admin.list_topics())
+    present = [n for n in names if n in existing]
+    if not present:
+        return {}
+    meta = await admin.describe_topics(present)
+    _raise_errors("describe", meta, "topic")
+    partitions = {t["topic"]: len(t["partitions"]) for t in meta}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in present]
+    states: dict[str, TopicState] = {}
+    for response in await admin.describe_configs(resources):
+        obj = response.to_object()
+        _raise_errors("describe configs of", obj["resources"], "resource_name")
+        for res in obj["resources"]:
+            entries = res["config_entries"]
+            name = res["resource_name"]
+            states[name] = TopicState(
+                name=name,
+                partitions=partitions[name],
+                configs={c["config_names"]: c["config_value"] for c in entries},
+                overrides={
+                    c["config_names"]: c["config_value"]
+                    for c in entries
+                    if c.get("config_source") == DYNAMIC_TOPIC_CONFIG
+                },
+            )
+    return states
+
+
+async def sync_topics(
+    bootstrap: str,
+    specs: list[TopicSpec],
+    *,
+    dry_run: bool = False,
+    replication_factor: int | None = None,
+    timeout: float = 30.0,
+) -> SyncReport:
+    """Create/grow/reconfigure topics on ``bootstrap`` so they match ``specs``.
+
+    ``replication_factor=None`` lets the broker's default.replication.factor decide.
+    A second run with the same specs changes nothing (``report.changed`` is False).
+    """
+    report = SyncReport(bootstrap=bootstrap, dry_run=dry_run)
+    admin = _admin(bootstrap, int(timeout * 1000))
+    try:
+        await admin.start()
+        current = await describe_topics(admin, [s.name for s in specs])
+        missing = [s for s in specs if s.name not in current]
+        if missing and not dry_run:
+            topics = []
+            for s in missing:
+                topic = NewTopic(s.name, s.partitions, replication_factor or 1, topic_configs=dict(s.configs))
+                if replication_factor is None:
+                    topic.replication_factor = -1  # broker default (NewTopic's check refuses -1 up front)
+                topics.append(topic)
+            resp = await admin.create_topics(topics, timeout_ms=int(timeout * 1000))
+            _raise_errors("create", resp.to_object()["topic_errors"], "topic", ignore=(TOPIC_ALREADY_EXISTS,))
+        report.created = {s.name: s.partitions for s in missing}
+
+        grow: dict[str, NewPartitions] = {}
+        alter: list[ConfigResource] = []
+        for s in specs:
+            state = current.get(s.name)
+            if state is None:
+                continue
+            if s.partitions > state.partitions:
+                grow[s.name] = NewPartitions(total_count=s.partitions)
+                report.partitions_added[s.name] = (state.partitions, s.partitions)
+            elif s.partitions < state.partitions:
+                report.partitions_refused[s.name] = (state.partitions, s.partitions)
+            diff = {k: (state.configs.get(k), v) for k, v in s.configs.items() if state.configs.get(k) != v}
+            if diff:
+                report.configs_altered[s.name] = diff
+                # AlterConfigs replaces all overrides of a topic: keep the ones we do not manage.
+                alter.append(ConfigResource(ConfigResourceType.TOPIC, s.name, {**state.overrides, **s.configs}))
+            if s.name not in grow and not diff:
+                report.unchanged.append(s.name)
+        if not dry_run:
+            if grow:
+                await admin.create_partitions(grow, timeout_ms=int(timeout * 1000))
+            if alter:
+                for response in await admin.alter_configs(alter):
+                    _raise_errors("alter configs of", response.to_object()["resources"], "resource_name")
+            if report.changed:
+                await _until_visible(admin, specs, timeout)
+    except KafkaConnectionError as e:
+        raise TopicSyncError(f"no Kafka broker answers on {bootstrap} (local one: `lotabots kafka up`): {e}") from e
+    except KafkaError as e:
+        raise TopicSyncError(f"topic sync against {bootstrap} failed: {e!r}") from e
+    finally:
+        await admin.close()
+    return report
+
+
+def _matches(spec: TopicSpec, state: TopicState | None) -> bool:
+    if state is None:
+        return False
+    return state.partitions >= spec.partitions and all(state.configs.get(k) == v for k, v in spec.configs.items())
+
+
+async def _until_visible(admin: AIOKafkaAdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    """Wait until the broker's metadata shows what the controller accepted (read-your-writes).
+
+    Changes are committed by the KRaft controller and reach a broker's metadata cache
+    a moment later; returning before that would let an immediate second sync, or a
+    consumer started right after ``lotabots kafka up``, see the old state.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await describe_topics(admin, [s.name for s in specs])
+        if all(_matches(s, state.get(s.name)) for s in specs):
+            return
+        if time.monotonic() >= deadline:
+            behind = [s.name for s in specs if not _matches(s, state.get(s.name))]
+            raise TopicSyncError(f"changes to {behind} not visible on the broker after {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+async def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait until a broker on ``bootstrap`` serves metadata listing at least one live broker.
+
+    Returns the cluster description (brokers, cluster_id, controller_id); raises
+    TimeoutError naming the address when none answers in time.
+    """
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        admin = _admin(bootstrap, request_timeout_ms=5_000)
+        try:
+            await admin.start()
+            cluster = await admin.describe_cluster()
+            if cluster.get("brokers"):
+                return cluster
+        except (KafkaError, OSError) as e:
+            last = e
+        finally:
+            await admin.close()
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no Kafka broker answered on {bootstrap} within {timeout:.0f}s (last error: {last!r})")
+        await asyncio.sleep(0.5)

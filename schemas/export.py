@@ -1,0 +1,26 @@
+"""Export every wire model's JSON Schema to `schemas/jsonschema/<name>.v<N>.json`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from schemas.events import WIRE_MODELS, json_schema_of
+
+
+def schema_path(directory: Path, name: str, version: int) -> Path:
+    return directory / f"{name}.v{version}.json"
+
+
+def render(model) -> str:  # type: ignore[no-untyped-def]
+    return json.dumps(json_schema_of(model), indent=2, sort_keys=True) + "\n"
+
+
+def export_json_schemas(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for model in WIRE_MODELS:
+        path = schema_path(directory, model.SCHEMA_NAME, model.SCHEMA_VERSION)
+        path.write_text(render(model))
+        written.append(path)
+    return written
