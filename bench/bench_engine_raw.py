@@ -39,8 +39,8 @@ def decode_tok_s(model: LoadedModel, prompts: list[list[int]], steps: int) -> tu
     ids = np.full((b, width), model.pad_token_id, np.int64)
     mask = np.zeros((b, width), np.int64)
     for r, p in enumerate(prompts):
-        ids[r, width - len(p):] = p
-        mask[r, width - len(p):] = 1
+        ids[r, width - len(p) :] = p
+        mask[r, width - len(p) :] = 1
     pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
     t0 = time.perf_counter()
     logits, past = model.forward(ids, mask, pos, model.empty_past(b))
@@ -57,7 +57,9 @@ def decode_tok_s(model: LoadedModel, prompts: list[list[int]], steps: int) -> tu
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-dir", type=Path, default=Path(os.environ.get("LOTABOTS_MODEL_DIR", ".data/models")))
+    ap.add_argument(
+        "--model-dir", type=Path, default=Path(os.environ.get("LOTABOTS_MODEL_DIR", ".data/models"))
+    )
     ap.add_argument("--variant", default="fp32")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="auto")
@@ -72,8 +74,12 @@ def main() -> None:
     single, single_prefill = decode_tok_s(model, prompts[:1], args.steps)
     batch_prompts = [prompts[i % len(prompts)] for i in range(args.batch)]
     batched, batch_prefill = decode_tok_s(model, batch_prompts, args.steps)
-    print(f"model {args.variant} on {model.providers[0]}, threads={args.threads or 'default'}, {args.steps} decode steps")
-    print(f"single-stream decode: {single:8.1f} tok/s   (prefill {len(prompts[0])} tokens: {single_prefill * 1000:.0f} ms)")
+    print(
+        f"model {args.variant} on {model.providers[0]}, threads={args.threads or 'default'}, {args.steps} decode steps"
+    )
+    print(
+        f"single-stream decode: {single:8.1f} tok/s   (prefill {len(prompts[0])} tokens: {single_prefill * 1000:.0f} ms)"
+    )
     print(f"batch-{args.batch} aggregate:    {batched:8.1f} tok/s   (prefill: {batch_prefill * 1000:.0f} ms)")
     print(f"ratio batch/single: {batched / single:.2f}x")
 

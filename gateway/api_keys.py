@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.security import Principal
 from lotabots.ids import new_id
 from schemas.relational import api_keys, tenants
 
@@ -22,6 +23,8 @@ DEFAULT_SCOPES = ("requests:write", "requests:read", "usage:read")
 
 @dataclass(frozen=True)
 class IssuedApiKey:
+    """A freshly created key: the only moment the full secret exists outside the client."""
+
     id: str
     key: str  # the full key: returned once, never stored
     prefix: str
@@ -32,6 +35,8 @@ class IssuedApiKey:
 
 @dataclass(frozen=True)
 class VerifiedApiKey:
+    """What a valid key grants."""
+
     key_id: str
     tenant_id: str
     tier: str
@@ -70,6 +75,41 @@ async def create_api_key(
             )
         )
     return IssuedApiKey(key_id, key, prefix, tenant_id, tuple(scopes), name)
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """A key as listings show it: never the secret, never its hash."""
+
+    id: str
+    prefix: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+async def list_api_keys(engine: AsyncEngine, tenant_id: str, *, include_revoked: bool = False) -> list[ApiKeyInfo]:
+    query = select(api_keys.c.id, api_keys.c.prefix, api_keys.c.name, api_keys.c.scopes, api_keys.c.created_at,
+                   api_keys.c.last_used_at, api_keys.c.revoked_at).where(api_keys.c.tenant_id == tenant_id)
+    if not include_revoked:
+        query = query.where(api_keys.c.revoked_at.is_(None))
+    async with engine.connect() as conn:
+        rows = await conn.execute(query.order_by(api_keys.c.id))
+        return [ApiKeyInfo(r.id, r.prefix, r.name, tuple(r.scopes), r.created_at, r.last_used_at, r.revoked_at)
+                for r in rows]
+
+
+async def revoke_api_key(engine: AsyncEngine, tenant_id: str, key_id: str) -> bool:
+    """Revoke a key of this tenant; False if the tenant has no such live key (other tenants' keys included)."""
+    async with engine.begin() as conn:
+        res = await conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+    return res.rowcount == 1
 
 
 class ApiKeyVerifier:
@@ -114,6 +154,15 @@ class ApiKeyVerifier:
         self._last_used_flushed[key_id] = now
         async with self._engine.begin() as conn:
             await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=datetime.now(UTC)))
+
+    async def __call__(self, credential: str) -> Principal | None:
+        """The `CredentialVerifier` form: a Principal for a valid `lbk_` key, None for anything else."""
+        if not credential.startswith(KEY_PREFIX):
+            return None
+        key = await self.verify(credential)
+        if key is None:
+            return None
+        return Principal(key.tenant_id, key.tier, key.scopes, key.key_id, "api_key")
 
     def forget(self) -> None:
         self._cache.clear()

@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from gateway.api_keys import ApiKeyVerifier
+from gateway.auth.app import auth_routers, start_embedded_auth
+from gateway.auth.gateway_wiring import gateway_token_verifier
 from gateway.errors import install_error_handlers
 from gateway.metrics import MetricsMiddleware, metrics_response
 from gateway.request_service import RequestService
+from gateway.responses import JSONBytes
 from gateway.routers import requests as requests_router
-from gateway.security import Principal
 from lotabots.db import make_engine
 from lotabots.kafka_io import make_producer
 from lotabots.settings import Settings, get_settings
@@ -29,20 +31,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer = make_producer(settings, client_id="gateway")
         await producer.start()
         api_keys = ApiKeyVerifier(engine)
-
-        async def verify_api_key(credential: str) -> Principal | None:
-            if not credential.startswith("lbk_"):
-                return None
-            key = await api_keys.verify(credential)
-            if key is None:
-                return None
-            return Principal(key.tenant_id, key.tier, key.scopes, key.key_id, "api_key")
+        access_tokens = gateway_token_verifier(settings, engine)
+        auth = await start_embedded_auth(app, settings, engine, producer) if settings.auth_embedded else None
 
         app.state.settings = settings
         app.state.engine = engine
         app.state.producer = producer
         app.state.api_key_verifier = api_keys
-        app.state.credential_verifiers = [verify_api_key]
+        app.state.credential_verifiers = [api_keys, access_tokens]
         app.state.tiers = get_tier_config()
         app.state.request_service = RequestService(engine, producer, app.state.tiers)
         app.state.ready = True
@@ -50,13 +46,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.ready = False
+            if auth is not None:
+                auth.close()
+            await access_tokens.aclose()
             await producer.stop()
             await engine.dispose()
 
-    app = FastAPI(title="LotaBots gateway", version="1", lifespan=lifespan, default_response_class=ORJSONResponse)
+    app = FastAPI(title="LotaBots gateway", version="1", lifespan=lifespan, default_response_class=JSONBytes)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     app.include_router(requests_router.router)
+    if settings.auth_embedded:
+        for router in auth_routers():
+            app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> PlainTextResponse:

@@ -17,6 +17,18 @@ HTTP_LATENCY = Histogram(
 )
 
 
+_children: dict[tuple[str, str, str, str], tuple[object, object]] = {}
+
+
+def _observe(route: str, method: str, status: str, tier: str, seconds: float) -> None:
+    key = (route, method, status, tier)
+    pair = _children.get(key)
+    if pair is None:  # labels() costs a lock and a dict walk: do it once per label set
+        pair = _children[key] = (HTTP_REQUESTS.labels(route, method, status, tier), HTTP_LATENCY.labels(route, method))
+    pair[0].inc()  # type: ignore[attr-defined]
+    pair[1].observe(seconds)  # type: ignore[attr-defined]
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the submit hot path)."""
 
@@ -44,8 +56,7 @@ class MetricsMiddleware:
             state = scope.get("state") or {}
             principal = state.get("principal")
             tier = getattr(principal, "tier", "") if principal else ""
-            HTTP_REQUESTS.labels(template, scope["method"], str(status), tier).inc()
-            HTTP_LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - start)
+            _observe(template, scope["method"], str(status), tier, time.perf_counter() - start)
 
 
 def metrics_response() -> PlainTextResponse:

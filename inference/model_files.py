@@ -53,8 +53,9 @@ class LoadedModel:
         self.num_kv_heads = int(self.config["num_kv_heads"])
         self.head_dim = int(self.config["head_dim"])
         self.vocab_size = int(self.config["vocab_size"])
-        self.eos_token_ids: list[int] = [int(t) for t in self.config["eos_token_ids"]]
-        self.pad_token_id = int(self.config.get("pad_token_id", self.eos_token_ids[0]))
+        self.eos_token_ids: frozenset[int] = frozenset(int(t) for t in self.config["eos_token_ids"])
+        self.pad_token_id = int(self.config.get("pad_token_id", min(self.eos_token_ids)))
+        self.max_context = int(self.config["max_position_embeddings"])
         self.kv_dtype = np.dtype(self.config.get("kv_dtype", "float32"))
         self._output_names = ["logits"] + [
             f"present.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")
@@ -67,7 +68,9 @@ class LoadedModel:
     def empty_past(self, batch: int) -> list[KV]:
         """A zero-length KV cache for ``batch`` rows (``past_seq`` = 0)."""
         shape = (batch, self.num_kv_heads, 0, self.head_dim)
-        return [(np.zeros(shape, self.kv_dtype), np.zeros(shape, self.kv_dtype)) for _ in range(self.num_layers)]
+        return [
+            (np.zeros(shape, self.kv_dtype), np.zeros(shape, self.kv_dtype)) for _ in range(self.num_layers)
+        ]
 
     def forward(
         self,
@@ -98,7 +101,9 @@ class LoadedModel:
         """Token ids of ``text``; special tokens written in the text (``<|im_start|>``) are recognised."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def encode_chat(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> list[int]:
         """Chat-template ``messages`` and tokenise the prompt."""
         return self.encode(render_chat(messages, add_generation_prompt))
 

@@ -17,6 +17,7 @@ int4 (``MatMulNBits``) variants plug in as further subclasses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .gguf_weights import LlamaHParams, LlamaWeights
 
-OPSET = 23  # Attention, RotaryEmbedding and RMSNormalization are standard ops from opset 23
+OPSET = 23  # RotaryEmbedding and RMSNormalization are standard ops from opset 23
 MS_DOMAIN = "com.microsoft"
 
 
@@ -52,16 +53,28 @@ class GraphBuilder:
         self,
         op_type: str,
         inputs: list[str],
-        outputs: int | list[str] = 1,
-        domain: str = "",
         name: str | None = None,
+        domain: str = "",
+        output: str | None = None,
         **attrs: object,
-    ) -> str | list[str]:
-        """Append a node; returns its output name (or names when ``outputs`` > 1 or a list)."""
+    ) -> str:
+        """Append a single-output node; returns the output name (``output`` to fix it)."""
+        return self.ops(op_type, inputs, [output] if output else 1, name=name, domain=domain, **attrs)[0]
+
+    def ops(
+        self,
+        op_type: str,
+        inputs: list[str],
+        outputs: int | list[str],
+        name: str | None = None,
+        domain: str = "",
+        **attrs: object,
+    ) -> list[str]:
+        """Append a node with ``outputs`` outputs (a count, or explicit names); returns their names."""
         node_name = self.name(name or op_type)
         outs = outputs if isinstance(outputs, list) else [f"{node_name}/out{i}" for i in range(outputs)]
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=node_name, domain=domain, **attrs))
-        return outs[0] if len(outs) == 1 and not isinstance(outputs, list) else outs
+        return outs
 
 
 class Variant:
@@ -80,7 +93,7 @@ class Variant:
 
     def embedding_and_head(
         self, g: GraphBuilder, embed: np.ndarray, lm_head: np.ndarray | None
-    ) -> tuple[object, object]:
+    ) -> tuple[Callable[[str], str], Callable[[str], str]]:
         """Return ``(embed_fn(ids) -> x, head_fn(h) -> logits)``; ``lm_head`` is ``None`` when tied.
 
         Default: a float embedding table for ``Gather`` and :meth:`linear` for the head.
@@ -108,7 +121,7 @@ class Fp32Variant(Variant):
 
     def embedding_and_head(
         self, g: GraphBuilder, embed: np.ndarray, lm_head: np.ndarray | None
-    ) -> tuple[object, object]:
+    ) -> tuple[Callable[[str], str], Callable[[str], str]]:
         """Tied weights are stored once, as the head's ``[hidden, vocab]``; the embedding gathers
         its columns (``Gather`` axis 1, then ``Transpose``), which costs nothing per decode step."""
         if lm_head is not None:
@@ -138,20 +151,73 @@ def get_variant(name: str) -> Variant:
 def rope_tables(hp: LlamaHParams, max_pos: int) -> tuple[np.ndarray, np.ndarray]:
     """cos/sin tables ``[max_pos, head_dim/2]`` computed as transformers' default Llama RoPE (float32)."""
     d = hp.head_dim
-    inv_freq = (1.0 / (np.float32(hp.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d))))
+    inv_freq = 1.0 / (np.float32(hp.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))
     inv_freq = inv_freq.astype(np.float32)
     freqs = np.arange(max_pos, dtype=np.float32)[:, None] * inv_freq[None, :]
     return np.cos(freqs).astype(np.float32), np.sin(freqs).astype(np.float32)
+
+
+def _grouped_attention(
+    g: GraphBuilder, i: int, q: str, k: str, v: str, bias: str, shapes: dict[str, str]
+) -> str:
+    """GQA with the KV cache, from plain ops; writes ``present.{i}.key|value``; returns [B, S, H*D].
+
+    Query heads sharing a KV head are stacked along the sequence axis (``[B, KV, G*S, D]``), so one
+    batched MatMul per side serves the whole group without repeating K/V.  This measured several
+    times faster on CPU than the opset-23 ``Attention`` op (which expands the KV heads) for batches.
+    """
+    p = f"layers.{i}.self_attn"
+    k_new = g.op(
+        "Transpose",
+        [g.op("Reshape", [k, shapes["kv4"]], name=f"{p}.k_reshape")],
+        name=f"{p}.k_transpose",
+        perm=[0, 2, 1, 3],
+    )
+    v_new = g.op(
+        "Transpose",
+        [g.op("Reshape", [v, shapes["kv4"]], name=f"{p}.v_reshape")],
+        name=f"{p}.v_transpose",
+        perm=[0, 2, 1, 3],
+    )
+    key = g.op(
+        "Concat", [f"past_key_values.{i}.key", k_new], output=f"present.{i}.key", name=f"{p}.k_cache", axis=2
+    )
+    value = g.op(
+        "Concat",
+        [f"past_key_values.{i}.value", v_new],
+        output=f"present.{i}.value",
+        name=f"{p}.v_cache",
+        axis=2,
+    )
+    q5 = g.op("Reshape", [q, shapes["q5"]], name=f"{p}.q_reshape")  # [B,S,KV,G,D]
+    qg = g.op(
+        "Reshape",
+        [g.op("Transpose", [q5], name=f"{p}.q_transpose", perm=[0, 2, 3, 1, 4]), shapes["qg"]],
+        name=f"{p}.q_group",
+    )  # [B,KV,G*S,D]
+    key_t = g.op("Transpose", [key], name=f"{p}.k_t", perm=[0, 1, 3, 2])
+    scores = g.op("Mul", [g.op("MatMul", [qg, key_t], name=f"{p}.qk"), shapes["scale"]], name=f"{p}.scale")
+    probs = g.op("Softmax", [g.op("Add", [scores, bias], name=f"{p}.mask")], name=f"{p}.softmax", axis=-1)
+    ctx = g.op("MatMul", [probs, value], name=f"{p}.pv")  # [B,KV,G*S,D]
+    ctx = g.op(
+        "Transpose",
+        [g.op("Reshape", [ctx, shapes["a5"]], name=f"{p}.ctx_reshape")],
+        name=f"{p}.ctx_transpose",
+        perm=[0, 3, 1, 2, 4],
+    )  # [B,S,KV,G,D]
+    return g.op("Reshape", [ctx, shapes["out"]], name=f"{p}.ctx_merge")
 
 
 @dataclass(frozen=True)
 class GraphOptions:
     """Knobs of the graph that are not the weight format."""
 
-    max_positions: int = 8192
+    max_positions: int | None = None  # RoPE table length; default: the model's context length
 
 
-def build_graph(weights: LlamaWeights, variant: Variant, options: GraphOptions | None = None) -> onnx.ModelProto:
+def build_graph(
+    weights: LlamaWeights, variant: Variant, options: GraphOptions | None = None
+) -> onnx.ModelProto:
     """The whole decoder step as an ONNX model (see the module docstring for the I/O contract)."""
     options = options or GraphOptions()
     hp = weights.hparams
@@ -172,7 +238,9 @@ def build_graph(weights: LlamaWeights, variant: Variant, options: GraphOptions |
             inputs.append(
                 helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", ft, ["batch", KV, "past_seq", D])
             )
-            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", ft, ["batch", KV, "total_seq", D]))
+            outputs.append(
+                helper.make_tensor_value_info(f"present.{i}.{kind}", ft, ["batch", KV, "total_seq", D])
+            )
 
     # ---- shared per-step tensors: embeddings, additive attention mask, RoPE tables
     embed_fn, head_fn = variant.embedding_and_head(g, weights.embed, weights.lm_head)
@@ -196,11 +264,28 @@ def build_graph(weights: LlamaWeights, variant: Variant, options: GraphOptions |
         "Where",
         [visible, g.const("zero_f", np.array(0, dtype=npf)), g.const("neg_f", np.array(neg, dtype=npf))],
         name="attn_bias",
+    )  # [B,1,S,T]
+    # queries are laid out [B, kv_head, group * S, D] (group-major), so repeat the bias rows per group
+    bias = g.op(
+        "Tile",
+        [bias, g.const("bias_reps", np.array([1, 1, H // KV, 1], dtype=np.int64))],
+        name="attn_bias_groups",
     )
+    shapes = {
+        "q5": g.const("shape_q5", np.array([0, -1, KV, H // KV, D], dtype=np.int64)),
+        "qg": g.const("shape_qg", np.array([0, KV, -1, D], dtype=np.int64)),
+        "kv4": g.const("shape_kv4", np.array([0, -1, KV, D], dtype=np.int64)),
+        "a5": g.const("shape_a5", np.array([0, KV, H // KV, -1, D], dtype=np.int64)),
+        "out": g.const("shape_attn_out", np.array([0, -1, H * D], dtype=np.int64)),
+        "scale": g.const("attn_scale", np.array(1.0 / np.sqrt(D), dtype=npf)),
+    }
 
-    cos_t, sin_t = rope_tables(hp, options.max_positions)
+    cos_t, sin_t = rope_tables(hp, options.max_positions or hp.max_position_embeddings)
     cos = g.const("rope_cos", cos_t.astype(npf))
     sin = g.const("rope_sin", sin_t.astype(npf))
+
+    qkv_split = g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))
+    gate_up_split = g.const("gate_up_split", np.array([hp.intermediate_size] * 2, dtype=np.int64))
 
     # ---- decoder layers
     residual: str | None = None
@@ -209,10 +294,12 @@ def build_graph(weights: LlamaWeights, variant: Variant, options: GraphOptions |
         p = f"layers.{i}"
         ln1 = g.const(f"{p}.input_layernorm.weight", variant.cast_float(lw.attn_norm))
         if residual is None:
-            h = g.op("RMSNormalization", [x, ln1], name=f"{p}.input_layernorm", axis=-1, epsilon=hp.rms_norm_eps)
+            h = g.op(
+                "RMSNormalization", [x, ln1], name=f"{p}.input_layernorm", axis=-1, epsilon=hp.rms_norm_eps
+            )
             residual = x
         else:
-            h, _, _, residual = g.op(
+            h, _, _, residual = g.ops(
                 "SkipSimplifiedLayerNormalization",
                 [x, residual, ln1],
                 outputs=4,
@@ -222,27 +309,19 @@ def build_graph(weights: LlamaWeights, variant: Variant, options: GraphOptions |
             )
         qkv_w = np.concatenate([lw.q, lw.k, lw.v], axis=0)
         qkv = variant.linear(g, h, qkv_w, f"{p}.self_attn.qkv_proj")
-        q, k, v = g.op(
+        q, k, v = g.ops(
             "Split",
-            [qkv, g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))],
+            [qkv, qkv_split],
             outputs=3,
             name=f"{p}.self_attn.qkv_split",
             axis=-1,
         )
         q = g.op("RotaryEmbedding", [q, cos, sin, "position_ids"], name=f"{p}.self_attn.q_rope", num_heads=H)
         k = g.op("RotaryEmbedding", [k, cos, sin, "position_ids"], name=f"{p}.self_attn.k_rope", num_heads=KV)
-        attn = g.op(
-            "Attention",
-            [q, k, v, bias, f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
-            outputs=[f"{p}.self_attn.out", f"present.{i}.key", f"present.{i}.value"],
-            name=f"{p}.self_attn.attention",
-            q_num_heads=H,
-            kv_num_heads=KV,
-            scale=float(1.0 / np.sqrt(D)),
-        )[0]
+        attn = _grouped_attention(g, i, q, k, v, bias, shapes)
         o = variant.linear(g, attn, lw.o, f"{p}.self_attn.o_proj")
         ln2 = g.const(f"{p}.post_attention_layernorm.weight", variant.cast_float(lw.ffn_norm))
-        h, _, _, residual = g.op(
+        h, _, _, residual = g.ops(
             "SkipSimplifiedLayerNormalization",
             [o, residual, ln2],
             outputs=4,
@@ -251,8 +330,7 @@ def build_graph(weights: LlamaWeights, variant: Variant, options: GraphOptions |
             epsilon=hp.rms_norm_eps,
         )
         gu = variant.linear(g, h, np.concatenate([lw.gate, lw.up], axis=0), f"{p}.mlp.gate_up_proj")
-        gate, up = g.op("Split", [gu, g.const("gu_split", np.array([hp.intermediate_size] * 2, dtype=np.int64))],
-                        outputs=2, name=f"{p}.mlp.gate_up_split", axis=-1)
+        gate, up = g.ops("Split", [gu, gate_up_split], outputs=2, name=f"{p}.mlp.gate_up_split", axis=-1)
         act = g.op("Mul", [gate, g.op("Sigmoid", [gate], name=f"{p}.mlp.sigmoid")], name=f"{p}.mlp.silu")
         x = variant.linear(g, g.op("Mul", [act, up], name=f"{p}.mlp.mul"), lw.down, f"{p}.mlp.down_proj")
 
@@ -265,13 +343,12 @@ def build_graph(weights: LlamaWeights, variant: Variant, options: GraphOptions |
     h_last = g.op(
         "SkipSimplifiedLayerNormalization",
         [x_last, r_last, final],
-        outputs=1,
         domain=MS_DOMAIN,
         name="final_norm",
         epsilon=hp.rms_norm_eps,
     )
     logits = head_fn(h_last)
-    g.op("Identity", [logits], outputs=["logits"], name="logits_out")
+    g.op("Identity", [logits], output="logits", name="logits_out")
 
     graph = helper.make_graph(g.nodes, "llama_decoder_step", inputs, outputs, g.initializers)
     model = helper.make_model(

@@ -49,6 +49,7 @@ class SequenceParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # benchmarks only: always generate max_tokens
 
 
 @dataclass
@@ -280,7 +281,7 @@ class BatchScheduler:
     def _accept_token(self, seq: _Sequence, token: int) -> bool:
         """Record a sampled token; return False (and finish the sequence) when it ends."""
         self.tokens_generated += 1
-        if token in self.model.eos_token_ids:
+        if token in self.model.eos_token_ids and not seq.params.ignore_eos:
             self._finish(seq, "stop", eos=True)
             return False
         seq.generated.append(token)

@@ -38,7 +38,9 @@ def build_tokenizer(reader: Any) -> Tokenizer:
     tokens: list[str] = list(field(reader, "tokenizer.ggml.tokens"))
     types: list[int] = list(field(reader, "tokenizer.ggml.token_type", [TOKEN_NORMAL] * len(tokens)))
     merges = [tuple(m.split(" ", 1)) for m in field(reader, "tokenizer.ggml.merges")]
-    if field(reader, "tokenizer.ggml.add_bos_token", False) or field(reader, "tokenizer.ggml.add_eos_token", False):
+    if field(reader, "tokenizer.ggml.add_bos_token", False) or field(
+        reader, "tokenizer.ggml.add_eos_token", False
+    ):
         raise ValueError("GGUF asks for automatic BOS/EOS; this builder only supports chat-template framing")
 
     vocab = {tok: i for i, tok in enumerate(tokens)}
@@ -46,9 +48,17 @@ def build_tokenizer(reader: Any) -> Tokenizer:
     tok.pre_tokenizer = _pre_tokenizer(str(field(reader, "tokenizer.ggml.pre", "default")))
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types, strict=True) if ty == TOKEN_CONTROL]
+        [
+            AddedToken(t, special=True, normalized=False)
+            for t, ty in zip(tokens, types, strict=True)
+            if ty == TOKEN_CONTROL
+        ]
     )
-    user = [AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types, strict=True) if ty == TOKEN_USER_DEFINED]
+    user = [
+        AddedToken(t, special=False, normalized=False)
+        for t, ty in zip(tokens, types, strict=True)
+        if ty == TOKEN_USER_DEFINED
+    ]
     if user:
         tok.add_tokens(user)
     return tok

@@ -285,7 +285,9 @@ class LocalBroker:
             if major is None:
                 found.append(f"could not read the version of {java} (java -version failed)")
             elif major < MIN_JAVA:
-                found.append(f"java version {major} < {MIN_JAVA} ({java}): Kafka {self.version} needs {MIN_JAVA}+; {INSTALL_JAVA}")
+                found.append(
+                    f"java version {major} < {MIN_JAVA} ({java}): Kafka {self.version} needs {MIN_JAVA}+; {INSTALL_JAVA}"
+                )
         if not self.jars() and shutil.which("mvn") is None:
             found.append(f"mvn not found on PATH and no jars cached in {self.libs_dir}: {INSTALL_MAVEN}")
         return found
@@ -499,7 +501,9 @@ class LocalBroker:
         problems = self.problems()
         ready = pid is not None and self.ready()
         if pid is not None and not ready:
-            problems.append(f"process {pid} is alive but does not serve metadata on {self.bootstrap}; see {self.server_log}")
+            problems.append(
+                f"process {pid} is alive but does not serve metadata on {self.bootstrap}; see {self.server_log}"
+            )
         if pid is None and port_open("127.0.0.1", self.port):
             problems.append(f"{self.bootstrap} is in use by a process this data dir did not start")
         return BrokerStatus(

@@ -64,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="write nothing; exit 1 and print a diff summary when the committed files differ",
     )
     render.add_argument("--tiers", type=Path, default=None, help="tier config (default: LOTABOTS_TIERS_FILE)")
-    render.add_argument("--out", type=Path, default=None, help="output folder (default: infra/k8s/base/generated)")
+    render.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: infra/k8s/base/generated)"
+    )
     render.set_defaults(func=render_command)
 
 

@@ -64,7 +64,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         if not broker.jars():
-            print(f"fetching org.apache.kafka:kafka_2.13:{broker.version} with Maven into {broker.libs_dir} ...")
+            print(
+                f"fetching org.apache.kafka:kafka_2.13:{broker.version} with Maven into {broker.libs_dir} ..."
+            )
         broker.ensure_jars()
         if broker.format_storage():
             print(f"formatted KRaft storage in {broker.log_dir} (cluster id {broker.cluster_id()})")

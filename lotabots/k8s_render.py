@@ -48,10 +48,13 @@ PART_OF = {"app.kubernetes.io/part-of": "lotabots"}
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 GPU_TOLERATIONS = [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
 
-# A worker must be able to finish one maximum-length generation after SIGTERM, then hand
-# back what it could not finish and commit: budget a slow 20 tokens/s plus a fixed margin.
-GRACE_BASE_S = 60
-GRACE_TOKENS_PER_S = 20
+# On SIGTERM a worker finishes in-flight generations for LOTABOTS_INFERENCE_DRAIN_TIMEOUT_S,
+# then hands back what is left and commits. The drain budget is one maximum-length
+# generation at a slow 20 tokens/s plus a margin; the pod's grace period adds time to hand
+# back, so the kubelet's SIGKILL never lands mid-commit.
+DRAIN_BASE_S = 30
+DRAIN_TOKENS_PER_S = 20
+HANDBACK_MARGIN_S = 30
 
 # Scale-down is slow and one pod at a time (each stop drains in-flight generations);
 # scale-up reacts at once. The local autoscaler uses the same idea (DESIGN §2).
@@ -76,7 +79,16 @@ def _cpu_millis(quantity: str) -> int:
     return int(round(float(q) * 1000))
 
 
-_MEM_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_MEM_UNITS = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+}
 
 
 def _mem_bytes(quantity: str) -> int:
@@ -110,6 +122,7 @@ class WorkerSizing:
     memory_limit: str
     gpus: int
     threads: int
+    drain_seconds: int
     grace_seconds: int
 
 
@@ -128,7 +141,9 @@ def worker_sizing(tier: TierPolicy) -> WorkerSizing:
     if n > tier.k8s.pods:
         raise RenderError(f"tier {tier.name}: {n} workers at most, but the quota allows {tier.k8s.pods} pods")
     if tier.k8s.gpus and n > tier.k8s.gpus:
-        raise RenderError(f"tier {tier.name}: {n} GPU workers at most, but the quota has {tier.k8s.gpus} GPUs")
+        raise RenderError(
+            f"tier {tier.name}: {n} GPU workers at most, but the quota has {tier.k8s.gpus} GPUs"
+        )
     cpu_limit = _cpu_millis(tier.k8s.cpu) // n
     mem_limit = (_mem_bytes(tier.k8s.memory) // n) // 2**20 * 2**20
     if cpu_limit < 500 or mem_limit < 2**30:
@@ -136,6 +151,7 @@ def worker_sizing(tier: TierPolicy) -> WorkerSizing:
             f"tier {tier.name}: quota {tier.k8s.cpu} cpu / {tier.k8s.memory} over {n} workers leaves "
             f"{_cpu_str(cpu_limit)} cpu / {_mem_str(mem_limit)} each; a worker needs at least 500m and 1Gi"
         )
+    drain = DRAIN_BASE_S + math.ceil(tier.max_tokens_cap / DRAIN_TOKENS_PER_S)
     return WorkerSizing(
         max_replicas=n,
         cpu_request=_cpu_str(cpu_limit // 2),
@@ -144,7 +160,8 @@ def worker_sizing(tier: TierPolicy) -> WorkerSizing:
         memory_limit=_mem_str(mem_limit),
         gpus=1 if tier.k8s.gpus > 0 else 0,
         threads=max(1, cpu_limit // 1000),
-        grace_seconds=GRACE_BASE_S + math.ceil(tier.max_tokens_cap / GRACE_TOKENS_PER_S),
+        drain_seconds=drain,
+        grace_seconds=drain + HANDBACK_MARGIN_S,
     )
 
 
@@ -228,7 +245,8 @@ def _inference_deployment(tier: TierPolicy, size: WorkerSizing, ns: str, tiers_h
         {"name": "LOTABOTS_INFERENCE_THREADS", "value": str(size.threads)},
         {"name": "LOTABOTS_KAFKA_BOOTSTRAP", "value": KAFKA_BOOTSTRAP},
         {"name": "LOTABOTS_LOG_JSON", "value": "true"},
-        {"name": "LOTABOTS_METRICS_HOST", "value": "0.0.0.0"},
+        {"name": "LOTABOTS_INFERENCE_DRAIN_TIMEOUT_S", "value": str(size.drain_seconds)},
+        {"name": "LOTABOTS_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "LOTABOTS_MODEL_DIR", "value": "/opt/lotabots/models"},
         {"name": "LOTABOTS_TIERS_FILE", "value": f"{TIERS_MOUNT}/tiers.toml"},
     ]
@@ -453,7 +471,11 @@ def render_tier(tier: TierPolicy, tiers_toml: str) -> list[dict[str, Any]]:
                 "ingress": [
                     {
                         "from": [
-                            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                                }
+                            }
                         ],
                         "ports": [{"port": METRICS_PORT, "protocol": "TCP"}],
                     }

@@ -85,11 +85,15 @@ def _admin(bootstrap: str, request_timeout_ms: int = 30_000) -> AIOKafkaAdminCli
     )
 
 
-def _raise_errors(what: str, entries: list[dict[str, Any]], name_key: str, ignore: tuple[int, ...] = ()) -> None:
+def _raise_errors(
+    what: str, entries: list[dict[str, Any]], name_key: str, ignore: tuple[int, ...] = ()
+) -> None:
     for e in entries:
         code = e["error_code"]
         if code and code not in ignore:
-            raise TopicSyncError(f"{what} {e[name_key]}: {for_code(code).__name__}: {e.get('error_message') or ''}")
+            raise TopicSyncError(
+                f"{what} {e[name_key]}: {for_code(code).__name__}: {e.get('error_message') or ''}"
+            )
 
 
 async def describe_topics(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, TopicState]:
@@ -128,7 +132,7 @@ async def sync_topics(
     *,
     dry_run: bool = False,
     replication_factor: int | None = None,
-    timeout: float = 30.0,
+    timeout: float = 30.0,  # noqa: ASYNC109 - per-request timeout handed to the admin client
 ) -> SyncReport:
     """Create/grow/reconfigure topics on ``bootstrap`` so they match ``specs``.
 
@@ -167,7 +171,9 @@ async def sync_topics(
             if diff:
                 report.configs_altered[s.name] = diff
                 # AlterConfigs replaces all overrides of a topic: keep the ones we do not manage.
-                alter.append(ConfigResource(ConfigResourceType.TOPIC, s.name, {**state.overrides, **s.configs}))
+                alter.append(
+                    ConfigResource(ConfigResourceType.TOPIC, s.name, {**state.overrides, **s.configs})
+                )
             if s.name not in grow and not diff:
                 report.unchanged.append(s.name)
         if not dry_run:
@@ -179,7 +185,9 @@ async def sync_topics(
             if report.changed:
                 await _until_visible(admin, specs, timeout)
     except KafkaConnectionError as e:
-        raise TopicSyncError(f"no Kafka broker answers on {bootstrap} (local one: `lotabots kafka up`): {e}") from e
+        raise TopicSyncError(
+            f"no Kafka broker answers on {bootstrap} (local one: `lotabots kafka up`): {e}"
+        ) from e
     except KafkaError as e:
         raise TopicSyncError(f"topic sync against {bootstrap} failed: {e!r}") from e
     finally:
@@ -190,28 +198,30 @@ async def sync_topics(
 def _matches(spec: TopicSpec, state: TopicState | None) -> bool:
     if state is None:
         return False
-    return state.partitions >= spec.partitions and all(state.configs.get(k) == v for k, v in spec.configs.items())
+    return state.partitions >= spec.partitions and all(
+        state.configs.get(k) == v for k, v in spec.configs.items()
+    )
 
 
-async def _until_visible(admin: AIOKafkaAdminClient, specs: list[TopicSpec], timeout: float) -> None:
+async def _until_visible(admin: AIOKafkaAdminClient, specs: list[TopicSpec], within_s: float) -> None:
     """Wait until the broker's metadata shows what the controller accepted (read-your-writes).
 
     Changes are committed by the KRaft controller and reach a broker's metadata cache
     a moment later; returning before that would let an immediate second sync, or a
     consumer started right after ``lotabots kafka up``, see the old state.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while True:
         state = await describe_topics(admin, [s.name for s in specs])
         if all(_matches(s, state.get(s.name)) for s in specs):
             return
         if time.monotonic() >= deadline:
             behind = [s.name for s in specs if not _matches(s, state.get(s.name))]
-            raise TopicSyncError(f"changes to {behind} not visible on the broker after {timeout:.0f}s")
+            raise TopicSyncError(f"changes to {behind} not visible on the broker after {within_s:.0f}s")
         await asyncio.sleep(0.1)
 
 
-async def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> dict[str, Any]:
+async def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109
     """Wait until a broker on ``bootstrap`` serves metadata listing at least one live broker.
 
     Returns the cluster description (brokers, cluster_id, controller_id); raises
@@ -231,5 +241,7 @@ async def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> dict[str, An
         finally:
             await admin.close()
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"no Kafka broker answered on {bootstrap} within {timeout:.0f}s (last error: {last!r})")
+            raise TimeoutError(
+                f"no Kafka broker answered on {bootstrap} within {timeout:.0f}s (last error: {last!r})"
+            )
         await asyncio.sleep(0.5)

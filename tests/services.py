@@ -134,7 +134,13 @@ def start_kafka(tmpdir: Path, *, attempts: int = 3) -> ServiceHandle:
             continue
         return _register(
             ServiceHandle(
-                "kafka", broker.bootstrap, pid, broker.state_dir, broker.server_log, broker, lambda b=broker: b.stop()
+                "kafka",
+                broker.bootstrap,
+                pid,
+                broker.state_dir,
+                broker.server_log,
+                broker,
+                lambda b=broker: b.stop(),
             )
         )
     raise ServiceError(f"could not start Kafka for the tests: {last}")
@@ -287,7 +293,9 @@ def start_redis(tmpdir: Path) -> ServiceHandle:
     while not _redis_ping(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             handle.stop()
-            raise ServiceError(f"redis-server did not start (exit {proc.returncode}); {log_file}:\n{tail(log_file)}")
+            raise ServiceError(
+                f"redis-server did not start (exit {proc.returncode}); {log_file}:\n{tail(log_file)}"
+            )
         time.sleep(0.05)
     return handle
 

@@ -1,7 +1,7 @@
 """The local Kafka broker and the topic sync, against a real broker (no fakes).
 
-The module starts one broker (tests/services.py) unless LOTABOTS_TEST_KAFKA_BOOTSTRAP
-names one; the status tests need no broker at all.
+The broker is the session's `kafka` fixture; the status tests need no broker at all,
+and test_start_status_stop starts (and stops) one of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import stat
 import tomllib
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,15 @@ from lotabots.broker import BrokerError, LocalBroker
 from lotabots.settings import Settings, get_settings
 from lotabots.tiers import get_tier_config, parse_tier_config
 from lotabots.topic_admin import describe_topics, sync_topics, wait_for_broker
-from schemas.topics import topic_catalogue
-
-try:
-    from tests.services import ServiceHandle, free_ports, kafka_service
-except ImportError:  # tests/ itself is on sys.path (pytest's rootdir-less "prepend" import mode)
-    from services import ServiceHandle, free_ports, kafka_service  # type: ignore[no-redef]
+from schemas.topics import TopicSpec, topic_catalogue
+from tests.services import ServiceHandle, free_ports
 
 # A hang guard for waits on the broker, not a speed assertion.
 GUARD_S = 60
 
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
-    with kafka_service(tmp_path_factory.mktemp("kafka")) as handle:
-        yield handle
+# The `kafka` fixture (session scope, tests/conftest.py) is tests.services.kafka_service:
+# a broker started for the suite, or the one LOTABOTS_TEST_KAFKA_BOOTSTRAP names. Tests
+# that change or feed topics use their own topic names, never ones the stack consumes.
 
 
 async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
@@ -62,7 +55,7 @@ async def _delete_topic(bootstrap: str, name: str) -> None:
         if name in await admin.list_topics():
             await admin.delete_topics([name])
         async with asyncio.timeout(GUARD_S):
-            while name in await admin.list_topics():
+            while name in await admin.list_topics():  # noqa: ASYNC110 - polling the broker
                 await asyncio.sleep(0.2)
     finally:
         await admin.close()
@@ -72,7 +65,9 @@ async def _delete_topic(bootstrap: str, name: str) -> None:
 async def test_sync_creates_every_catalogue_topic(kafka: ServiceHandle) -> None:
     specs = topic_catalogue(get_tier_config())
     report = await sync_topics(kafka.bootstrap, specs)
-    assert set(report.created) | set(report.unchanged) | set(report.configs_altered) == {s.name for s in specs}
+    assert set(report.created) | set(report.unchanged) | set(report.configs_altered) == {
+        s.name for s in specs
+    }
 
     admin = await _admin(kafka.bootstrap)
     try:
@@ -137,18 +132,19 @@ async def test_new_tier_then_more_partitions_never_fewer(kafka: ServiceHandle) -
 
 @pytest.mark.integration
 async def test_drifted_config_is_restored_and_foreign_overrides_kept(kafka: ServiceHandle) -> None:
-    specs = topic_catalogue(get_tier_config())
-    await sync_topics(kafka.bootstrap, specs)
-    topic = "usage.quota-state"
+    topic = f"test.drift.{uuid.uuid4().hex[:8]}"
+    compact = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+    specs = [TopicSpec(topic, "id", 1, "config drift test", compact)]
+    assert (await sync_topics(kafka.bootstrap, specs)).created == {topic: 1}
     admin = await _admin(kafka.bootstrap)
     try:
-        drift = {"cleanup.policy": "delete", "max.message.bytes": "2000000"}
+        drift = {**compact, "cleanup.policy": "delete", "max.message.bytes": "2000000"}
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, drift)])
         async with asyncio.timeout(GUARD_S):  # the broker's metadata catches up with the controller
-            while (await describe_topics(admin, [topic]))[topic].configs["cleanup.policy"] != "delete":
+            while (await describe_topics(admin, [topic]))[topic].configs["cleanup.policy"] != "delete":  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         report = await sync_topics(kafka.bootstrap, specs)
-        assert report.configs_altered[topic]["cleanup.policy"] == ("delete", "compact")
+        assert report.configs_altered == {topic: {"cleanup.policy": ("delete", "compact")}}
         after = (await describe_topics(admin, [topic]))[topic]
         assert after.configs["cleanup.policy"] == "compact"
         assert after.configs["min.cleanable.dirty.ratio"] == "0.1"
@@ -156,36 +152,38 @@ async def test_drifted_config_is_restored_and_foreign_overrides_kept(kafka: Serv
         assert not (await sync_topics(kafka.bootstrap, specs)).changed
     finally:
         await admin.close()
+        await _delete_topic(kafka.bootstrap, topic)
 
 
 @pytest.mark.integration
 async def test_produce_consume_round_trip(kafka: ServiceHandle) -> None:
-    tiers = get_tier_config()
-    await sync_topics(kafka.bootstrap, topic_catalogue(tiers))
-    topic = tiers.get("pro").request_topic
     run = uuid.uuid4().hex
+    topic = f"test.roundtrip.{run[:8]}"
+    await sync_topics(kafka.bootstrap, [TopicSpec(topic, "conversation id", 4, "round trip test")])
     sent = [(f"conv-{i % 3}".encode(), f"{run}:{i}".encode()) for i in range(12)]
-
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
     try:
-        for key, value in sent:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            for key, value in sent:
+                await producer.send_and_wait(topic, value, key=key)
+        finally:
+            await producer.stop()
 
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka.bootstrap, group_id=f"test-{run}", auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    got: list[tuple[bytes, bytes, int]] = []
-    try:
-        async with asyncio.timeout(GUARD_S):
-            while len(got) < len(sent):
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    got += [(r.key, r.value, r.partition) for r in records if r.value.startswith(run.encode())]
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=kafka.bootstrap, group_id=f"test-{run}", auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        got: list[tuple[bytes, bytes, int]] = []
+        try:
+            async with asyncio.timeout(GUARD_S):
+                while len(got) < len(sent):
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        got += [(r.key, r.value, r.partition) for r in records]
+        finally:
+            await consumer.stop()
     finally:
-        await consumer.stop()
+        await _delete_topic(kafka.bootstrap, topic)
 
     assert sorted(v for _, v, _ in got) == sorted(v for _, v in sent)
     for key in {k for k, _ in sent}:
@@ -238,7 +236,9 @@ def test_status_reports_missing_java(tmp_path: Path, monkeypatch: pytest.MonkeyP
     broker = _broker_in(tmp_path)
     status = broker.status()
     assert not status.running
-    assert any(p.startswith("java not found on PATH") and "openjdk-17-jre-headless" in p for p in status.problems)
+    assert any(
+        p.startswith("java not found on PATH") and "openjdk-17-jre-headless" in p for p in status.problems
+    )
     assert any(p.startswith("mvn not found") and "install maven" in p for p in status.problems)
     with pytest.raises(BrokerError, match="java not found on PATH"):
         broker.start()
@@ -248,7 +248,7 @@ def test_status_reports_old_java(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     bindir = tmp_path / "bin"
     bindir.mkdir()
     fake = bindir / "java"
-    fake.write_text('#!/bin/sh\necho \'openjdk version "11.0.22" 2024-01-16\' >&2\n')
+    fake.write_text("#!/bin/sh\necho 'openjdk version \"11.0.22\" 2024-01-16' >&2\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.delenv("JAVA_HOME", raising=False)

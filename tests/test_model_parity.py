@@ -48,8 +48,8 @@ def greedy_batch(model: LoadedModel, prompts: list[list[int]]) -> list[list[int]
     ids = np.full((b, width), model.pad_token_id, np.int64)
     mask = np.zeros((b, width), np.int64)
     for r, p in enumerate(prompts):
-        ids[r, width - len(p):] = p
-        mask[r, width - len(p):] = 1
+        ids[r, width - len(p) :] = p
+        mask[r, width - len(p) :] = 1
     positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
     logits, past = model.forward(ids, mask, positions, model.empty_past(b))
     outs: list[list[int]] = [[] for _ in prompts]
@@ -127,7 +127,9 @@ def test_left_padded_batch_matches_reference(model: LoadedModel, reference: dict
 def test_padded_rows_give_same_logits_and_no_nan(model: LoadedModel, reference: dict) -> None:
     ids = reference["cases"][0]["input_ids"]
     n, pad = len(ids), 7
-    alone, _ = model.forward(np.array([ids]), np.ones((1, n), np.int64), np.arange(n)[None], model.empty_past(1))
+    alone, _ = model.forward(
+        np.array([ids]), np.ones((1, n), np.int64), np.arange(n)[None], model.empty_past(1)
+    )
     padded_ids = np.array([[model.pad_token_id] * pad + ids])
     mask = np.array([[0] * pad + [1] * n])
     pos = np.array([[0] * pad + list(range(n))])
@@ -147,4 +149,6 @@ def test_build_is_idempotent(model_dir: Path) -> None:
     assert messages == []
     assert (out / "model.onnx").stat().st_mtime_ns == before
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["source_sha256"] == json.loads((out / "model_config.json").read_text())["source"]["sha256"]
+    assert (
+        manifest["source_sha256"] == json.loads((out / "model_config.json").read_text())["source"]["sha256"]
+    )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import ORJSONResponse
 
 from gateway.request_models import SubmitRequestBody, request_resource
 from gateway.request_service import RequestService
+from gateway.responses import JSONBytes
 from gateway.security import Principal, require_scope
 from schemas.events import RequestStatus
 
@@ -25,13 +25,13 @@ async def submit_request(
     request: Request,
     who: Annotated[Principal, Depends(require_scope("requests:write"))],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> ORJSONResponse:
+) -> JSONBytes:
     outcome = await _service(request).submit(who, body, idempotency_key)
     resource = request_resource(outcome.row)
     headers = {"Location": f"/v1/requests/{resource['id']}"}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return ORJSONResponse(resource, status_code=202, headers=headers)
+    return JSONBytes(resource, status_code=202, headers=headers)
 
 
 @router.get("")
@@ -41,21 +41,21 @@ async def list_requests(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
     status: RequestStatus | None = None,
-) -> ORJSONResponse:
+) -> JSONBytes:
     rows, next_cursor = await _service(request).list(who, limit, cursor, status.value if status else None)
-    return ORJSONResponse({"data": [request_resource(r) for r in rows], "next_cursor": next_cursor})
+    return JSONBytes({"data": [request_resource(r) for r in rows], "next_cursor": next_cursor})
 
 
 @router.get("/{request_id}")
 async def get_request(
     request_id: str, request: Request, who: Annotated[Principal, Depends(require_scope("requests:read"))]
-) -> ORJSONResponse:
-    return ORJSONResponse(request_resource(await _service(request).get(who, request_id)))
+) -> JSONBytes:
+    return JSONBytes(request_resource(await _service(request).get(who, request_id)))
 
 
 @router.post("/{request_id}/cancel", status_code=202)
 async def cancel_request(
     request_id: str, request: Request, who: Annotated[Principal, Depends(require_scope("requests:write"))]
-) -> ORJSONResponse:
+) -> JSONBytes:
     row = await _service(request).cancel(who, request_id)
-    return ORJSONResponse(request_resource(row), status_code=202)
+    return JSONBytes(request_resource(row), status_code=202)

@@ -1,0 +1,22 @@
+"""The baseline for the submit benchmark: a bare FastAPI JSON endpoint, served the same way as the gateway."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import FastAPI
+
+from gateway.responses import JSONBytes
+
+app = FastAPI(default_response_class=JSONBytes)
+
+
+@app.post("/v1/requests", status_code=202)
+async def submit(body: dict) -> JSONBytes:
+    rid = f"req_{uuid.uuid4().hex}"
+    return JSONBytes({"id": rid, "status": "queued"}, status_code=202, headers={"Location": f"/v1/requests/{rid}"})
+
+
+@app.get("/healthz")
+async def healthz() -> dict:
+    return {"ok": True}

@@ -1,0 +1,89 @@
+"""Submit path: requests/s and p50/p99 of `POST /v1/requests` versus a bare FastAPI endpoint, same run.
+
+Real PostgreSQL and a real Kafka broker are started as processes; both apps run under uvicorn with
+one process on loopback; wrk drives each with the same body and connection count.
+Usage: python bench/bench_submit.py [--seconds 10] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import REPO, run_wrk, wait_http
+
+BODY = '{"messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":16}'
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    args = ap.parse_args()
+
+    from gateway.tenants import create_tenant
+    from lotabots.db import make_engine, migrate
+    from lotabots.tiers import load_tier_config
+    from lotabots.topic_admin import sync_topics
+    from schemas.topics import topic_catalogue
+    from tests.services import free_ports, kafka_service, postgres_service
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-submit-"))
+    tiers = load_tier_config(REPO / "lotabots" / "tiers.toml")
+    with postgres_service(tmp / "pg") as pg, kafka_service(tmp / "kafka") as kafka:
+        asyncio.run(sync_topics(kafka.bootstrap, topic_catalogue(tiers)))
+        migrate(pg.url)
+
+        async def tenant() -> str:
+            engine = make_engine(pg.url)
+            _, key = await create_tenant(engine, tiers, "bench", "enterprise")
+            await engine.dispose()
+            return key.key
+
+        api_key = asyncio.run(tenant())
+        lua = tmp / "post.lua"
+        lua.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = '{BODY}'\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {api_key}"\n'
+        )
+        gw_port, bare_port = free_ports(2)
+        env = {**os.environ, "LOTABOTS_DATABASE_URL": pg.url, "LOTABOTS_KAFKA_BOOTSTRAP": kafka.bootstrap,
+               "LOTABOTS_DATA_DIR": str(tmp / "data"), "LOTABOTS_LOG_LEVEL": "WARNING"}
+        uvicorn_args = ["--log-level", "warning", "--no-access-log", "--host", "127.0.0.1"]
+        bare = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(bare_port),
+                                 *uvicorn_args], cwd=REPO / "bench", env=env)
+        gateway = subprocess.Popen([sys.executable, "-m", "lotabots.cli", "serve", "gateway", "--port",
+                                    str(gw_port)], cwd=REPO, env=env)
+        try:
+            wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+            wait_http(f"http://127.0.0.1:{gw_port}/readyz")
+            if os.environ.get("BENCH_PROFILE"):
+                subprocess.Popen(["py-spy", "record", "-d", "6", "-o", os.environ["BENCH_PROFILE"], "-f", "raw",
+                                  "-p", str(gateway.pid)])
+            results = {}
+            order = (("submit", gw_port), ("bare", bare_port)) if os.environ.get("BENCH_PROFILE") else \
+                (("bare", bare_port), ("submit", gw_port))
+            for name, port in order:
+                run_wrk(f"http://127.0.0.1:{port}/v1/requests", lua, connections=args.connections, seconds=2)
+                results[name] = run_wrk(f"http://127.0.0.1:{port}/v1/requests", lua,
+                                        connections=args.connections, seconds=args.seconds)
+        finally:
+            for p in (bare, gateway):
+                p.terminate()
+                p.wait(30)
+    b, s = results["bare"], results["submit"]
+    print(f"bare FastAPI endpoint : {b['rps']:8.0f} req/s  p50 {b['p50_ms']:6.2f} ms  p99 {b['p99_ms']:6.2f} ms")
+    print(f"POST /v1/requests     : {s['rps']:8.0f} req/s  p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms"
+          f"  (non-2xx: {s['non2xx']:.0f})")
+    print(f"ratio submit/bare     : {s['rps'] / b['rps']:.2f}x requests/s  (goal >= 0.40, product goal >= 0.50)")
+
+
+if __name__ == "__main__":
+    main()

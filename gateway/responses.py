@@ -1,0 +1,15 @@
+"""The JSON response class: orjson-rendered bytes (FastAPI's JSONBytes is deprecated)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+
+class JSONBytes(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
