@@ -15,11 +15,33 @@ from gateway.errors import install_error_handlers
 from gateway.metrics import MetricsMiddleware, metrics_response
 from gateway.request_service import RequestService
 from gateway.responses import JSONBytes
+from gateway.results_tail import ResultsTail
 from gateway.routers import requests as requests_router
 from lotabots.db import make_engine
 from lotabots.kafka_io import make_producer
 from lotabots.settings import Settings, get_settings
 from lotabots.tiers import get_tier_config
+
+# Feature routers beyond requests/auth. Each module exposes `router` (an APIRouter) and may expose
+# `async def start(app)` / `async def stop(app)`, run in the lifespan after the core wiring exists.
+GATEWAY_COMPONENTS = (
+    "gateway.routers.webhooks",
+    "gateway.routers.usage",
+    "gateway.routers.autonomy",
+)
+
+
+def _components() -> list:  # type: ignore[type-arg]
+    import importlib
+
+    found = []
+    for name in GATEWAY_COMPONENTS:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:  # a component not in this build yet
+            if exc.name != name:
+                raise
+    return found
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,14 +63,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.credential_verifiers = [api_keys, access_tokens]
         app.state.tiers = get_tier_config()
         app.state.request_service = RequestService(engine, producer, app.state.tiers)
+        app.state.results_tail = ResultsTail(settings)
+        await app.state.results_tail.start()
+        started = []
+        for component in components:
+            if hasattr(component, "start"):
+                await component.start(app)
+            started.append(component)
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            for component in reversed(started):
+                if hasattr(component, "stop"):
+                    await component.stop(app)
             if auth is not None:
                 auth.close()
             await access_tokens.aclose()
+            await app.state.results_tail.stop()
             await producer.stop()
             await engine.dispose()
 
@@ -56,6 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     app.include_router(requests_router.router)
+    components = _components()
+    for component in components:
+        app.include_router(component.router)
     if settings.auth_embedded:
         for router in auth_routers():
             app.include_router(router)

@@ -44,3 +44,24 @@ def render_chat(messages: Sequence[Mapping[str, str]], add_generation_prompt: bo
     if add_generation_prompt:
         parts.append(f"{IM_START}assistant\n")
     return "".join(parts)
+
+
+def chat_segments(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> list[tuple[str, bool]]:
+    """The rendered prompt as (text, is_template) pieces, in order; ``"".join`` of the texts equals
+    :func:`render_chat`. User-supplied content is a separate piece so it can be tokenised with special
+    tokens treated as plain text: a message containing ``<|im_start|>`` cannot forge a chat turn.
+    """
+    pieces: list[tuple[str, bool]] = []
+    for i, message in enumerate(messages):
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise ValueError(f"message {i} needs string 'role' and 'content'")
+        if i == 0 and role != "system":
+            pieces.append((_turn("system", DEFAULT_SYSTEM_PROMPT), True))
+        pieces.append((f"{IM_START}{role}\n", True))
+        if content:
+            pieces.append((content, False))
+        pieces.append((f"{IM_END}\n", True))
+    if add_generation_prompt:
+        pieces.append((f"{IM_START}assistant\n", True))
+    return pieces

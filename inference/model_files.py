@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from .chat import render_chat
+from .chat import chat_segments, render_chat
 from .model_build import variant_dir  # stdlib-only at import time
 
 KV = tuple[np.ndarray, np.ndarray]
@@ -101,11 +101,21 @@ class LoadedModel:
         """Token ids of ``text``; special tokens written in the text (``<|im_start|>``) are recognised."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def encode_chat(
-        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
-    ) -> list[int]:
-        """Chat-template ``messages`` and tokenise the prompt."""
-        return self.encode(render_chat(messages, add_generation_prompt))
+    def encode_chat(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """Chat-template ``messages`` and tokenise the prompt.
+
+        Template pieces are tokenised with special tokens recognised; message contents with special
+        tokens as plain text, so user text cannot inject ``<|im_start|>``/``<|im_end|>`` turns. The
+        pre-tokenizer splits at these boundaries anyway, so ids equal tokenising the rendered text.
+        """
+        ids: list[int] = []
+        for text, is_template in chat_segments(messages, add_generation_prompt):
+            self.tokenizer.encode_special_tokens = not is_template
+            try:
+                ids += self.tokenizer.encode(text, add_special_tokens=False).ids
+            finally:
+                self.tokenizer.encode_special_tokens = False
+        return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)

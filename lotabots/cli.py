@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = schemas_sub.add_parser("export", help="write the event models' JSON Schemas to schemas/jsonschema/")
     export.set_defaults(func=_schemas_export)
 
-    for module in ("lotabots.cli_kafka", "lotabots.cli_k8s", "lotabots.cli_auth"):
+    for module in ("lotabots.cli_kafka", "lotabots.cli_k8s", "lotabots.cli_auth", "lotabots.cli_usage",
+                   "lotabots.cli_webhooks", "lotabots.cli_autoscale", "lotabots.cli_autonomy", "lotabots.cli_bench"):
         _optional_register(module, sub)
     return parser
 

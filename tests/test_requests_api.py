@@ -185,3 +185,52 @@ async def test_seeded_sampling_is_reproducible_and_stop_sequences_cut(api: httpx
     rs = await wait_terminal(api, (await api.post("/v1/requests", json=stop)).json()["id"])
     assert rs["output"]["text"] == "The capital of France"
     assert rs["output"]["finish_reason"] == "stop"
+
+
+async def test_prefer_wait_on_submit_returns_the_finished_request(api: httpx.AsyncClient) -> None:
+    r = await api.post("/v1/requests", json={"messages": FRANCE, "max_tokens": 48},
+                       headers={"Prefer": "wait=120"})
+    assert r.status_code == 202
+    assert r.headers["preference-applied"] == "wait=60"  # capped by long_poll_max_s
+    body = r.json()
+    assert body["status"] == "succeeded"
+    assert body["output"]["text"] == "The capital of France is Paris."
+    assert body["usage"]["completion_tokens"] == 7
+
+
+async def test_get_with_wait_holds_until_terminal_then_answers_once(api: httpx.AsyncClient) -> None:
+    rid = (await api.post("/v1/requests", json={"messages": FRANCE, "max_tokens": 16})).json()["id"]
+    r = await api.get(f"/v1/requests/{rid}", params={"wait": 60})
+    assert r.status_code == 200
+    assert r.json()["status"] == "succeeded"
+
+
+async def test_wait_returns_the_current_state_when_time_runs_out(api: httpx.AsyncClient) -> None:
+    long = {"messages": [{"role": "user", "content": "Write a very long story about the sea."}], "max_tokens": 1000}
+    rid = (await api.post("/v1/requests", json=long)).json()["id"]
+    r = await api.get(f"/v1/requests/{rid}", params={"wait": 0.5})
+    assert r.status_code == 200
+    assert r.json()["status"] in ("queued", "running")
+    assert (await api.post(f"/v1/requests/{rid}/cancel")).status_code == 202
+    canceled = (await api.get(f"/v1/requests/{rid}", params={"wait": 60})).json()
+    assert canceled["status"] == "canceled"
+
+
+async def test_python_client_submit_wait_cancel_list(stack, pro_tenant) -> None:  # type: ignore[no-untyped-def]
+    from lotabots.client import LotaBotsClient, NotFound
+
+    def run() -> None:
+        with LotaBotsClient(stack.gateway_url, pro_tenant[1]) as lb:
+            req = lb.submit(FRANCE, max_tokens=48, idempotency_key="client-1")
+            assert lb.submit(FRANCE, max_tokens=48, idempotency_key="client-1")["id"] == req["id"]
+            done = lb.wait(req["id"], timeout=240)
+            assert done["output"]["text"] == "The capital of France is Paris."
+            assert any(r["id"] == req["id"] for r in lb.list(limit=50)["data"])
+            try:
+                lb.get("req_does_not_exist")
+            except NotFound as exc:
+                assert exc.code == "request_not_found"
+            else:
+                raise AssertionError("expected NotFound")
+
+    await asyncio.to_thread(run)

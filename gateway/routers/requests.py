@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
+from gateway.long_poll import prefer_wait, wait_for_outcome
 from gateway.request_models import SubmitRequestBody, request_resource
 from gateway.request_service import RequestService
 from gateway.responses import JSONBytes
@@ -25,13 +26,25 @@ async def submit_request(
     request: Request,
     who: Annotated[Principal, Depends(require_scope("requests:write"))],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    prefer: Annotated[str | None, Header()] = None,
 ) -> JSONBytes:
     outcome = await _service(request).submit(who, body, idempotency_key)
     resource = request_resource(outcome.row)
     headers = {"Location": f"/v1/requests/{resource['id']}"}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
+    wait = prefer_wait(prefer)
+    if wait is not None:
+        wait = min(wait, request.app.state.settings.long_poll_max_s)
+        resource = await _wait(request, who, resource["id"], wait)
+        headers["Preference-Applied"] = f"wait={wait:g}"
     return JSONBytes(resource, status_code=202, headers=headers)
+
+
+async def _wait(request: Request, who: Principal, request_id: str, seconds: float) -> dict:
+    service = _service(request)
+    return await wait_for_outcome(request.app.state.results_tail, lambda: service.get(who, request_id),
+                                  request_id, seconds)
 
 
 @router.get("")
@@ -48,8 +61,12 @@ async def list_requests(
 
 @router.get("/{request_id}")
 async def get_request(
-    request_id: str, request: Request, who: Annotated[Principal, Depends(require_scope("requests:read"))]
+    request_id: str, request: Request, who: Annotated[Principal, Depends(require_scope("requests:read"))],
+    wait: Annotated[float | None, Query(ge=0, description="long-poll: hold up to N seconds (capped)")] = None,
 ) -> JSONBytes:
+    if wait:
+        wait = min(wait, request.app.state.settings.long_poll_max_s)
+        return JSONBytes(await _wait(request, who, request_id, wait))
     return JSONBytes(request_resource(await _service(request).get(who, request_id)))
 
 

@@ -1,0 +1,82 @@
+"""Inference: single-stream decode tokens/s and aggregate tokens/s at 4 and 16 concurrent requests.
+
+Runs the worker's own BatchScheduler on the real model (CPU EP), every sequence generating exactly
+`--tokens` tokens (EOS ignored, so all configurations do equal work). Also prints time to first token.
+Usage: python bench/bench_inference.py [--tokens 128] [--threads 0] [--variant fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+
+from _common import REPO
+
+PROMPTS = [
+    "Write a short story about a lighthouse keeper.",
+    "Explain how a Kafka consumer group shares partitions.",
+    "Give me three tips for writing clear emails.",
+    "Describe the water cycle for a ten-year-old.",
+]
+
+
+def run(model, concurrency: int, tokens: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    from inference.scheduler import BatchScheduler, SequenceParams
+
+    sched = BatchScheduler(model, max_batch=max(concurrency, 1))
+    sched.start()
+    done = threading.Event()
+    results = []
+    submitted: dict[str, float] = {}
+
+    def finish(r) -> None:  # type: ignore[no-untyped-def]
+        results.append(r)
+        if len(results) == concurrency:
+            done.set()
+
+    t0 = time.perf_counter()
+    for i in range(concurrency):
+        prompt = model.encode_chat([{"role": "user", "content": PROMPTS[i % len(PROMPTS)] + f" (#{i})"}])
+        submitted[str(i)] = time.time()
+        sched.submit(str(i), prompt, SequenceParams(max_tokens=tokens, ignore_eos=True), finish)
+    done.wait()
+    wall = time.perf_counter() - t0
+    sched.stop()
+    generated = sum(r.completion_tokens for r in results)
+    ttft = sorted((r.first_token_at - submitted[r.seq_id]) * 1000 for r in results)
+    decode_s = [r.finished_at - r.first_token_at for r in results]
+    return {
+        "tok_s": generated / wall,
+        "per_seq_decode_tok_s": statistics.mean((r.completion_tokens - 1) / d for r, d in zip(results, decode_s)),
+        "ttft_p50_ms": ttft[len(ttft) // 2],
+        "ttft_p99_ms": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--variant", default="fp32")
+    ap.add_argument("--concurrency", default="1,4,16")
+    args = ap.parse_args()
+    from inference.engine import prepare
+    from inference.model_build import build_model
+    from inference.model_files import load_model
+
+    build_model(REPO / ".data" / "models", variant=args.variant)
+    model = prepare(load_model(REPO / ".data" / "models", variant=args.variant, threads=args.threads))
+    run(model, 1, 8)  # warm-up
+    base = None
+    for c in (int(x) for x in args.concurrency.split(",")):
+        r = run(model, c, args.tokens)
+        base = base or r["tok_s"]
+        print(f"{args.variant} concurrency {c:3d}: {r['tok_s']:7.1f} tok/s aggregate  ({r['tok_s'] / base:4.2f}x single)"
+              f"  per-sequence decode {r['per_seq_decode_tok_s']:6.1f} tok/s  TTFT p50 {r['ttft_p50_ms']:6.0f} ms"
+              f" p99 {r['ttft_p99_ms']:6.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
