@@ -49,7 +49,7 @@ def run(model, concurrency: int, tokens: int) -> dict[str, float]:  # type: igno
     decode_s = [r.finished_at - r.first_token_at for r in results]
     return {
         "tok_s": generated / wall,
-        "per_seq_decode_tok_s": statistics.mean((r.completion_tokens - 1) / d for r, d in zip(results, decode_s)),
+        "per_seq_decode_tok_s": statistics.mean((r.completion_tokens - 1) / d for r, d in zip(results, decode_s, strict=True)),
         "ttft_p50_ms": ttft[len(ttft) // 2],
         "ttft_p99_ms": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))],
     }

@@ -47,8 +47,26 @@ def overlay(resource: dict[str, Any], event: RequestLifecycleEvent) -> dict[str,
             value = getattr(event, name)
             if value is not None and not timings.get(name):
                 timings[name] = value.isoformat()
-        out["timings"] = timings
+        out["timings"] = _durations(timings)
     return out
+
+
+def _durations(timings: dict[str, Any]) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    def at(name: str) -> datetime | None:
+        value = timings.get(name)
+        if not value:
+            return None
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # SQLite returns naive UTC
+
+    created, started, finished = at("created_at"), at("started_at"), at("finished_at")
+    if created and started:
+        timings["queue_ms"] = round((started - created).total_seconds() * 1000, 1)
+    if started and finished:
+        timings["run_ms"] = round((finished - started).total_seconds() * 1000, 1)
+    return timings
 
 
 async def wait_for_outcome(tail: ResultsTail, load_row: Any, request_id: str, seconds: float) -> dict[str, Any]:

@@ -49,12 +49,22 @@ def reference() -> dict:
 
 
 @pytest.fixture(scope="session")
-def stack_env(session_tmp: Path, postgres, kafka, model_dir: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    from lotabots.db import migrate
+def kafka_topics(kafka):  # type: ignore[no-untyped-def]
+    """The broker with every catalogue topic of the default tier config created."""
     from lotabots.tiers import load_tier_config
     from lotabots.topic_admin import sync_topics
     from schemas.topics import topic_catalogue
+
+    asyncio.run(sync_topics(kafka.bootstrap, topic_catalogue(load_tier_config(REPO / "lotabots" / "tiers.toml"))))
+    return kafka
+
+
+@pytest.fixture(scope="session")
+def stack_env(session_tmp: Path, postgres, kafka_topics, model_dir: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    from lotabots.db import migrate
     from tests.services import free_ports
+
+    kafka = kafka_topics
 
     data = session_tmp / "data"
     data.mkdir(exist_ok=True)
@@ -72,8 +82,6 @@ def stack_env(session_tmp: Path, postgres, kafka, model_dir: Path) -> dict[str, 
         "LOTABOTS_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
-    tiers = load_tier_config(REPO / "lotabots" / "tiers.toml")
-    asyncio.run(sync_topics(kafka.bootstrap, topic_catalogue(tiers)))
     migrate(postgres.url)
     return env
 
