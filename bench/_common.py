@@ -44,3 +44,27 @@ def run_wrk(url: str, lua: Path, *, connections: int, seconds: int, threads: int
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return {"rps": rps, "p50_ms": pct.get("50", float("nan")), "p99_ms": pct.get("99", float("nan")),
             "non2xx": float(non2xx.group(1)) if non2xx else 0.0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process and its reaped children (from /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and all its live descendants (PostgreSQL backends, broker threads)."""
+    total = 0.0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            total += cpu_seconds(p)
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        stack += [int(c) for c in children]
+    return total

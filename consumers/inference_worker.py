@@ -17,8 +17,9 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
@@ -30,8 +31,12 @@ from inference.scheduler import BatchScheduler, SequenceParams, SequenceResult
 from lotabots.ids import new_id
 from lotabots.kafka_io import decode, encode, make_consumer, make_producer
 from lotabots.settings import Settings
+from lotabots.usage_events import UsageEmitter
 from schemas.events import InferenceRequest, LifecycleType, RequestLifecycleEvent
 from schemas.topics import REQUESTS_DLQ, RESULTS, request_topic
+
+if TYPE_CHECKING:
+    from inference.triton_backend import RemoteGenerationScheduler
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +59,30 @@ class InferenceWorker:
         self.tier = tier
         self.model = model
         self.name = f"{socket.gethostname()}:{os.getpid()}:{tier}"
-        self.scheduler = BatchScheduler(
-            model, max_batch=max_batch or settings.inference_max_batch,
-            max_tokens_in_flight=settings.inference_max_tokens_in_flight,
-        )
+        self.scheduler: BatchScheduler | RemoteGenerationScheduler
+        if settings.inference_backend == "triton":  # a remote server batches; we bound concurrent calls
+            from inference.triton_backend import RemoteGenerationScheduler
+
+            self.scheduler = RemoteGenerationScheduler.from_settings(model, settings, max_batch)  # type: ignore[arg-type]
+        else:
+            self.scheduler = BatchScheduler(
+                model, max_batch=max_batch or settings.inference_max_batch,
+                max_tokens_in_flight=settings.inference_max_tokens_in_flight,
+            )
         self.offsets = OffsetTracker()
         self.in_flight: dict[str, _InFlight] = {}
         self._stop = asyncio.Event()
         self._paused = False
         self._last_commit = 0.0
+        self._finishing: set[asyncio.Future[None]] = set()  # terminal events being produced
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.producer = make_producer(self.settings, client_id=self.name)
         await self.producer.start()
+        self.usage = UsageEmitter(self.producer)
+        self.model_name = _model_name(self.model)
         self.dlq = DeadLetterStep(self.producer, REQUESTS_DLQ, self.name)
         self.control = ControlListener(self.settings, self.tier, on_cancel=self.scheduler.cancel)
         await self.control.start()
@@ -100,7 +114,18 @@ class InferenceWorker:
             await asyncio.sleep(0.05)
         for request_id in list(self.in_flight):  # not finished in time: hand back to the next owner
             self.scheduler.drop(request_id)
+        await self.settle_finishing()
         await self._commit(force=True)
+
+    async def settle_finishing(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Let terminal events already being produced land and mark their offsets done.
+
+        Called before partitions are handed over: a result produced after the hand-over would leave
+        its offset uncommitted, and the next owner would run the request to completion again.
+        """
+        deadline = time.monotonic() + timeout
+        while self._finishing and time.monotonic() < deadline:
+            await asyncio.wait(set(self._finishing), timeout=max(0.0, deadline - time.monotonic()))
 
     # ---- consume ------------------------------------------------------------------------------
     async def _poll_once(self) -> None:
@@ -181,13 +206,15 @@ class InferenceWorker:
             return
         kind = {"canceled": LifecycleType.CANCELED, "error": LifecycleType.FAILED}.get(
             result.finish_reason, LifecycleType.SUCCEEDED)
-        asyncio.ensure_future(self._produce_terminal(
+        finishing = asyncio.ensure_future(self._produce_terminal(
             entry.request, kind, output=result.text if kind is not LifecycleType.FAILED else None,
             finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens, error_code=result.error_code,
             error_message=result.error_message, started_at=_ts(result.started_at),
             first_token_at=_ts(result.first_token_at), finished_at=_ts(result.finished_at),
         ))
+        self._finishing.add(finishing)
+        finishing.add_done_callback(self._finishing.discard)
         TOKENS_OUT.labels(self.tier).inc(result.completion_tokens)
 
     async def _produce_terminal(self, request: InferenceRequest, kind: LifecycleType, **fields) -> None:  # type: ignore[no-untyped-def]
@@ -196,7 +223,8 @@ class InferenceWorker:
             event_id=new_id("evt"), request_id=request.request_id, tenant_id=request.tenant_id, tier=request.tier,
             type=kind, at=datetime.now(UTC), worker=self.name, **fields,
         )
-        await self._send_result(event)
+        # the usage fact (tokens) and the terminal event both reach the broker before the offset is done
+        await asyncio.gather(self._send_result(event), self._send_usage(request, event))
         entry = self.in_flight.pop(request.request_id, None)
         if entry is not None:
             for tp, offset in entry.offsets:
@@ -212,6 +240,24 @@ class InferenceWorker:
                 return
             except Exception:
                 log.exception("producing %s for %s failed; retrying", event.type, event.request_id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _send_usage(self, request: InferenceRequest, event: RequestLifecycleEvent) -> None:
+        finished = event.finished_at or event.at
+        latency_ms = int((finished - request.submitted_at).total_seconds() * 1000)
+        delay = 0.2
+        while True:
+            try:
+                await self.usage.inference_completed(
+                    tenant_id=request.tenant_id, tier=request.tier, request_id=request.request_id,
+                    model=self.model_name, prompt_tokens=event.prompt_tokens or 0,
+                    completion_tokens=event.completion_tokens or 0, latency_ms=latency_ms,
+                    finish_reason=event.finish_reason or "", status=event.type.status.value, at=finished,
+                )
+                return
+            except Exception:
+                log.exception("producing the usage fact of %s failed; retrying", request.request_id)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -241,17 +287,20 @@ class _HandBack(ConsumerRebalanceListener):
         w = self.worker
         if not revoked:
             return
+        await w.settle_finishing()
+        # From here to the commit nothing awaits: a result that finishes meanwhile finds its request
+        # handed back and is not produced, so no request completes both here and at the next owner.
         offsets = {tp: o for tp, o in w.offsets.committable().items() if tp in revoked}
-        if offsets:
-            try:
-                await w.consumer.commit(offsets)
-            except Exception:
-                log.warning("commit on revoke failed", exc_info=True)
         for request_id, entry in list(w.in_flight.items()):
             if all(tp in revoked for tp, _ in entry.offsets):
                 w.scheduler.drop(request_id)
                 del w.in_flight[request_id]
         w.offsets.forget(set(revoked))
+        if offsets:
+            try:
+                await w.consumer.commit(offsets)
+            except Exception:
+                log.warning("commit on revoke failed", exc_info=True)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.worker._paused = False
@@ -266,6 +315,13 @@ def _readable_request_id(raw: bytes | None) -> str | None:
         return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None
     except Exception:
         return None
+
+
+def _model_name(model: object) -> str:
+    """The model's name from its build config (what usage is billed under)."""
+    config = getattr(model, "config", None)
+    name = config.get("model") if isinstance(config, dict) else None
+    return str(name or type(model).__name__)[:64]
 
 
 def _ts(value: float | None) -> datetime | None:

@@ -12,6 +12,7 @@ from gateway.api_keys import ApiKeyVerifier
 from gateway.auth.app import auth_routers, start_embedded_auth
 from gateway.auth.gateway_wiring import gateway_token_verifier
 from gateway.errors import install_error_handlers
+from gateway.limits.lifecycle import start_limits, stop_limits
 from gateway.metrics import MetricsMiddleware, metrics_response
 from gateway.request_service import RequestService
 from gateway.responses import JSONBytes
@@ -44,13 +45,18 @@ def _components() -> list:  # type: ignore[type-arg]
     return found
 
 
+# FastAPI's built-in OpenTelemetry is on by default and costs ~10% of a submit; we export Prometheus
+# metrics instead (gateway/metrics.py). Turn it back on by wrapping the app with OTel instrumentation.
+NO_OTEL = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        producer = make_producer(settings, client_id="gateway")
+        producer = make_producer(settings, client_id="gateway", linger_ms=settings.gateway_linger_ms)
         await producer.start()
         api_keys = ApiKeyVerifier(engine)
         access_tokens = gateway_token_verifier(settings, engine)
@@ -65,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.request_service = RequestService(engine, producer, app.state.tiers)
         app.state.results_tail = ResultsTail(settings)
         await app.state.results_tail.start()
+        await start_limits(app)  # rate limits and token quotas on submits (gateway/limits/)
         started = []
         for component in components:
             if hasattr(component, "start"):
@@ -81,11 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if auth is not None:
                 auth.close()
             await access_tokens.aclose()
+            await stop_limits(app)
             await app.state.results_tail.stop()
             await producer.stop()
             await engine.dispose()
 
-    app = FastAPI(title="LotaBots gateway", version="1", lifespan=lifespan, default_response_class=JSONBytes)
+    app = FastAPI(title="LotaBots gateway", version="1", lifespan=lifespan, default_response_class=JSONBytes,
+                  telemetry=NO_OTEL)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     app.include_router(requests_router.router)

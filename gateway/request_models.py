@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import ChatMessage
+from schemas.webhook_events import WebhookEventName
 
 
 class SubmitRequestBody(BaseModel):
@@ -21,6 +22,10 @@ class SubmitRequestBody(BaseModel):
     stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=8)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     conversation_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    # webhooks (docs/webhooks.md): a direct URL with an event filter (Replicate style), or a registered endpoint
+    webhook: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+    webhook_events_filter: Annotated[list[WebhookEventName], Field(min_length=1, max_length=6)] | None = None
+    webhook_endpoint_id: Annotated[str, Field(min_length=1, max_length=40)] | None = None
 
 
 def _iso(value: datetime | None) -> str | None:

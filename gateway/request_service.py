@@ -9,8 +9,10 @@ result writer are idempotent per request id.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +30,7 @@ from gateway.security import Principal
 from lotabots.ids import new_id
 from lotabots.kafka_io import encode
 from lotabots.tiers import TierConfig
+from lotabots.usage_events import UsageEmitter
 from schemas.events import ControlAction, ControlSignal, GenerationParams, InferenceRequest, RequestStatus
 from schemas.relational import requests_table as R
 from schemas.topics import REQUESTS_CONTROL, request_topic
@@ -49,8 +52,15 @@ class RequestService:
         self.producer = producer
         self.tiers = tiers
         self.inserter = GroupCommitInserter(engine, R)
+        self.usage = UsageEmitter(producer)  # the `request accepted` fact rides with every publish
+        # Checks a submit's webhook fields and returns the row's webhook columns (SSRF guard, endpoint
+        # ownership); installed by gateway.routers.webhooks.start. Without it webhook fields are refused.
+        self.webhook_check: Callable[[Principal, SubmitRequestBody], Awaitable[dict[str, Any]]] | None = None
 
-    async def submit(self, who: Principal, body: SubmitRequestBody, idempotency_key: str | None) -> SubmitOutcome:
+    async def submit(
+        self, who: Principal, body: SubmitRequestBody, idempotency_key: str | None, request_id: str | None = None
+    ) -> SubmitOutcome:
+        """`request_id`: the id the limits admitted this submit under (gateway.limits); a fresh one if None."""
         tier = self.tiers.tiers.get(who.tier)
         if tier is None:
             raise ApiError(403, "tier_not_available", f"tier {who.tier!r} is not offered")
@@ -67,21 +77,23 @@ class RequestService:
             max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, stop=body.stop, seed=body.seed
         )
         messages = [m.model_dump() for m in body.messages]
-        request_hash = hashlib.sha256(
-            orjson.dumps({"m": messages, "p": params.model_dump(), "c": body.conversation_id}, option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()
+        webhook = await self._webhook_columns(who, body)
+        fingerprint: dict[str, Any] = {"m": messages, "p": params.model_dump(), "c": body.conversation_id}
+        if any(v is not None for v in webhook.values()):
+            fingerprint["w"] = webhook
+        request_hash = hashlib.sha256(orjson.dumps(fingerprint, option=orjson.OPT_SORT_KEYS)).hexdigest()
         if idempotency_key is not None:
             existing = await self._by_idempotency_key(who.tenant_id, idempotency_key)
             if existing is not None:
                 return await self._replay(existing, request_hash)
 
         now = datetime.now(UTC)
-        request_id = new_id("req")
+        request_id = request_id or new_id("req")
         row = {
             "id": request_id, "tenant_id": who.tenant_id, "tier": tier.name, "status": RequestStatus.QUEUED.value,
             "status_rank": 0, "conversation_id": body.conversation_id, "input": {"messages": messages},
             "params": params.model_dump(), "idempotency_key": idempotency_key, "request_hash": request_hash,
-            "created_at": now, "updated_at": now,
+            "created_at": now, "updated_at": now, **webhook,
         }
         try:
             await self.inserter.insert(row)
@@ -90,8 +102,15 @@ class RequestService:
             if existing is None:
                 raise
             return await self._replay(existing, request_hash)
-        await self._publish(row)
+        await self._publish(row, who.subject)
         return SubmitOutcome(_RowView(row), replayed=False)
+
+    async def _webhook_columns(self, who: Principal, body: SubmitRequestBody) -> dict[str, Any]:
+        if self.webhook_check is not None:
+            return await self.webhook_check(who, body)
+        if body.webhook or body.webhook_endpoint_id or body.webhook_events_filter:
+            raise ApiError(422, "webhooks_unavailable", "this deployment does not deliver webhooks")
+        return {"webhook_url": None, "webhook_endpoint_id": None, "webhook_events": None}
 
     async def _replay(self, existing: Any, request_hash: str) -> SubmitOutcome:
         if existing.request_hash != request_hash:
@@ -103,7 +122,7 @@ class RequestService:
             await self._publish(existing._asdict())
         return SubmitOutcome(existing, replayed=True)
 
-    async def _publish(self, row: dict[str, Any]) -> None:
+    async def _publish(self, row: dict[str, Any], api_key_id: str | None = None) -> None:
         # Built straight from the validated row (no second validation on the hot path); the consumer
         # decodes it with schemas.events.InferenceRequest, and tests pin that the two agree.
         message = orjson.dumps({
@@ -113,7 +132,15 @@ class RequestService:
         })
         key = (row["conversation_id"] or row["id"]).encode()
         try:
-            await self.producer.send_and_wait(request_topic(row["tier"]), message, key=key)
+            # The usage fact (id `<request id>:accepted`, so a replay re-sends the same fact) is acked
+            # with the request itself: a 202 always has its billable record.
+            await asyncio.gather(
+                self.producer.send_and_wait(request_topic(row["tier"]), message, key=key),
+                self.usage.request_accepted(
+                    tenant_id=row["tenant_id"], tier=row["tier"], request_id=row["id"],
+                    max_tokens_reserved=row["params"]["max_tokens"], api_key_id=api_key_id, at=row["created_at"],
+                ),
+            )
         except Exception as exc:  # the broker did not take it: tell the client to retry (same Idempotency-Key)
             raise ApiError(
                 503, "queue_unavailable", "the request could not be queued; retry with the same Idempotency-Key",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -32,7 +32,7 @@ class Principal:
     kind: str  # "api_key" | "user"
     role: str | None = None
     session_id: str | None = None  # login session of a user's access token
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def has_scope(self, scope: str) -> bool:
         if scope in self.scopes:
@@ -70,6 +70,14 @@ async def authenticate(request: Request) -> Principal:
 
 
 Authenticated = Annotated[Principal, Depends(authenticate)]
+
+
+async def authorize(request: Request, scope: str) -> Principal:
+    """Authenticate and check `scope` without FastAPI's dependency machinery (for the submit hot path)."""
+    principal = await authenticate(request)
+    if not principal.has_scope(scope):
+        raise ApiError(403, "insufficient_scope", f"this call needs the {scope!r} scope", required_scope=scope)
+    return principal
 
 
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:

@@ -16,5 +16,13 @@ def prepare(model: LoadedModel) -> LoadedModel:
 
 
 def open_chat_model(settings: Settings) -> LoadedModel:
+    if settings.inference_backend == "simulated":  # TEST BACKEND: time per token, no CPU (issue 7)
+        from inference.simulated import SimulatedChatModel
+
+        return SimulatedChatModel(settings.simulated_ms_per_token)  # type: ignore[return-value]
+    if settings.inference_backend == "triton":  # remote KServe v2 / Triton server (docs/triton.md; issue 8)
+        from inference.triton_backend import RemoteChatModel
+
+        return RemoteChatModel.from_settings(settings)  # type: ignore[return-value]
     return prepare(load_model(settings.models_path, variant=settings.model_variant,
                               threads=settings.inference_threads, device=settings.inference_device))

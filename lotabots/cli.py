@@ -45,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--host")
     gw.add_argument("--port", type=int)
     gw.set_defaults(func=_serve_gateway)
+    usage = serve_sub.add_parser("usage", help="the usage service: usage.billable -> ClickHouse, usage/billing reads")
+    usage.add_argument("--host")
+    usage.add_argument("--port", type=int)
+    usage.set_defaults(func=_serve_usage)
+
+    auth = serve_sub.add_parser("auth", help="the user authentication service (also embedded in the gateway)")
+    auth.add_argument("--host")
+    auth.add_argument("--port", type=int)
+    auth.set_defaults(func=_serve_auth)
+    v2 = serve_sub.add_parser("v2-model", help="the chat model behind the KServe v2 / Triton text interface "
+                                               "(docs/triton.md; needs kserve)")
+    v2.add_argument("--port", type=int, help="HTTP/REST port (default from settings)")
+    v2.add_argument("--grpc-port", type=int, help="gRPC port, 0 = off (default from settings)")
+    v2.set_defaults(func=_serve_v2_model)
 
     worker = sub.add_parser("worker", help="run one Kafka consumer process")
     worker_sub = worker.add_subparsers(dest="worker", required=True)
@@ -53,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     inf.set_defaults(func=_worker_inference)
     res = worker_sub.add_parser("results", help="applies lifecycle events to the requests table")
     res.set_defaults(func=_worker_results)
+    hooks = worker_sub.add_parser("webhooks", help="delivers signed webhooks for lifecycle events, with retries")
+    hooks.set_defaults(func=_worker_webhooks)
+    ustream = worker_sub.add_parser("usage-stream", help="the Faust app: usage.events -> usage.billable, quota state")
+    ustream.set_defaults(func=_worker_usage_stream)
 
     db = sub.add_parser("db", help="relational database")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -96,6 +114,23 @@ def _serve_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_auth(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.auth.app import create_auth_app
+
+    settings = get_settings()
+    uvicorn.run(create_auth_app(settings), host=args.host or settings.auth_host, port=args.port or settings.auth_port,
+                log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    return 0
+
+
+def _serve_v2_model(args: argparse.Namespace) -> int:
+    from inference.v2_server import run_v2_model_server
+
+    return run_v2_model_server(get_settings(), args.port, args.grpc_port)
+
+
 def _worker_inference(args: argparse.Namespace) -> int:
     from lotabots.runners import run_inference_worker
 
@@ -108,6 +143,25 @@ def _worker_results(args: argparse.Namespace) -> int:
 
     run_result_writer(get_settings())
     return 0
+
+
+def _worker_webhooks(args: argparse.Namespace) -> int:
+    from lotabots.runners import run_webhook_dispatcher
+
+    run_webhook_dispatcher(get_settings())
+    return 0
+
+
+def _serve_usage(args: argparse.Namespace) -> int:
+    from consumers.usage_service import run_usage_service
+
+    return run_usage_service(get_settings(), args.host, args.port)
+
+
+def _worker_usage_stream(args: argparse.Namespace) -> int:
+    from streams.runner import run_usage_stream
+
+    return run_usage_stream(get_settings())
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

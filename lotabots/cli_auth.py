@@ -19,10 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lotabots.settings import Settings, get_settings
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the ``auth`` command group to a top-level argparse sub-parser set."""
-    auth = subparsers.add_parser("auth", help="auth service: signing keys, operators, tenant tiers")
-    auth.set_defaults(func=lambda _args: (auth.print_help(), 2)[1])
+    auth: argparse.ArgumentParser = subparsers.add_parser("auth", help="auth service: signing keys, operators, tenant tiers")
+
+    def usage(_args: argparse.Namespace) -> int:
+        auth.print_help()
+        return 2
+
+    auth.set_defaults(func=usage)
     sub = auth.add_subparsers(dest="auth_command", metavar="{rotate-keys,keys,new-kek,grant-operator,set-tier}")
 
     rotate = sub.add_parser("rotate-keys", help="add a signing key: published now, signing after the lead time")

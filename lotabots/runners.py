@@ -67,3 +67,20 @@ def run_result_writer(settings: Settings) -> None:
             await engine.dispose()
 
     asyncio.run(main())
+
+
+def run_webhook_dispatcher(settings: Settings) -> None:
+    from consumers.webhook_dispatcher import WebhookDispatcher
+    from lotabots.db import make_engine
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        dispatcher = WebhookDispatcher(settings, engine)
+        _on_signals(dispatcher.request_stop)
+        await _serve_health(settings, lambda: True)
+        try:
+            await dispatcher.run()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())

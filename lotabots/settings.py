@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     public_base_url: str = ""
+    gateway_linger_ms: int = Field(default=5, ge=0, description="producer batching window on the submit path")
     long_poll_max_s: float = Field(default=60.0, gt=0, description="cap on Prefer: wait=N and ?wait=N")
 
     # auth service (docs/auth.md)
@@ -52,7 +53,7 @@ class Settings(BaseSettings):
     auth_jwks_min_refetch_s: float = Field(default=5.0, ge=0, description="least time between refetches on an unknown kid")
     auth_revocation_poll_s: float = Field(default=5.0, ge=0, description="how often the gateway reloads revoked sessions")
     auth_bcrypt_rounds: int = Field(default=12, ge=4, le=31)
-    auth_hash_workers: int = Field(default=0, ge=0, description="password-hashing threads; 0 = CPU count")
+    auth_hash_workers: int = Field(default=0, ge=0, description="password-hashing threads; 0 = CPUs - 1 (at least 1)")
     auth_password_min_length: int = Field(default=10, ge=1)
     auth_require_email_verification: bool = True
     auth_registration_open: bool = True
@@ -82,6 +83,82 @@ class Settings(BaseSettings):
     # worker processes serve /healthz and /metrics here (0 = off)
     metrics_port: int = 0
 
+    # rate limits and token quotas on submits (docs/limits.md)
+    rate_limit_backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory = one gateway replica; redis = state shared by several")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    rate_limit_redis_prefix: str = Field(default="lotabots:limits", description="Redis key prefix")
+    rate_limit_redis_timeout_s: float = Field(default=0.5, gt=0)
+    rate_limit_fail_open: bool = Field(default=True, description="admit (and count an error) when Redis is away")
+    rate_limit_inflight_ttl_s: float = Field(
+        default=900.0, gt=0, description="an in-flight request whose end was never seen frees its slot after this")
+    rate_limit_key_overrides: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='per API key id: {"requests_per_minute": N, "concurrent_requests": M}, on top of the tier')
+    quota_state_catch_up_s: float = Field(default=30.0, ge=0, description="read usage.quota-state this long at start")
+
+    # usage pipeline: Faust app, usage service, ClickHouse (docs/usage.md)
+    usage_url: str = Field(default="", description="usage service base URL; http://127.0.0.1:<usage_port> if empty")
+    usage_host: str = "127.0.0.1"
+    usage_port: int = 8002
+    usage_stream_app_id: str = "lotabots-usage"
+    usage_stream_store: str = Field(default="memory://", description="Faust table store (rocksdb:// in production)")
+    usage_stream_dedupe_ttl_s: int = Field(default=8 * 86400, gt=0, description="> usage.events retention (replays)")
+    usage_stream_replication_factor: int = Field(default=1, gt=0, description="of Faust's changelog topics")
+    usage_stream_commit_interval_s: float = Field(default=1.0, gt=0)
+    usage_sink_batch_size: int = Field(default=5000, gt=0)
+    usage_sink_batch_wait_s: float = Field(default=0.5, gt=0)
+    usage_sql_max_rows: int = Field(default=10_000, gt=0, description="finance SQL: result row limit")
+    usage_sql_max_seconds: float = Field(default=10.0, gt=0, description="finance SQL: execution time limit")
+    usage_read_timeout_s: float = Field(default=30.0, gt=0, description="gateway -> usage service HTTP timeout")
+    usage_finance_user: str = Field(default="lotabots_finance_reader", description="ClickHouse server only")
+    usage_finance_password: SecretStr | None = Field(default=None, description="creates the finance user (server)")
+    usage_service_token: SecretStr | None = Field(default=None, description="bearer token the usage service requires")
+
+    # local autoscaler and its test backend (docs/operations.md, docs/testing.md; issue 7)
+    inference_backend: Literal["onnx", "simulated", "triton"] = Field(
+        default="onnx", description="simulated = TEST BACKEND: sleeps per token, no model, no CPU; "
+                                    "triton = a remote KServe v2 / Triton server (docs/triton.md)")
+    simulated_ms_per_token: float = Field(default=20.0, ge=0, description="test backend: time per token per row")
+    autoscale_poll_interval_s: float = Field(default=2.0, gt=0, description="how often lag is read (KEDA polls 10s)")
+    autoscale_scale_up_window_s: float = Field(default=0.0, ge=0, description="HPA scaleUp stabilizationWindow")
+    autoscale_scale_up_pods: int = Field(default=4, gt=0, description="HPA scaleUp policy: add at most this many ...")
+    autoscale_scale_up_period_s: float = Field(default=15.0, gt=0, description="... per this period")
+    autoscale_scale_down_window_s: float = Field(default=120.0, ge=0, description="HPA scaleDown stabilizationWindow")
+    autoscale_scale_down_pods: int = Field(default=1, gt=0, description="HPA scaleDown policy: stop at most ...")
+    autoscale_scale_down_period_s: float = Field(default=60.0, gt=0, description="... per this period")
+    autoscale_cooldown_s: float = Field(default=300.0, ge=0, description="KEDA cooldownPeriod: idle time before 1 -> 0")
+    autoscale_worker_metrics_port_base: int = Field(
+        default=0, ge=0, description="workers the autoscaler starts serve /metrics from here up (0 = off)")
+
+    # webhooks: endpoints, dispatcher, SSRF guard (docs/webhooks.md; issue 5)
+    webhook_allow_hosts: str = Field(
+        default="", description="DEVELOPMENT/TESTS: comma-separated hostnames, IPs or CIDRs the SSRF guard lets through")
+    webhook_retry_schedule_s: str = Field(
+        default="", description="comma-separated retry delays in seconds; empty = Standard Webhooks 5s,5m,30m,2h,5h,10h,10h")
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, lt=1, description="each retry delay is scaled by 1 +/- this")
+    webhook_retry_after_max_s: float = Field(default=36_000.0, ge=0, description="cap on a receiver's Retry-After")
+    webhook_connect_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_read_timeout_s: float = Field(default=15.0, gt=0)
+    webhook_total_timeout_s: float = Field(default=30.0, gt=0, description="one attempt, connect to last byte")
+    webhook_max_response_bytes: int = Field(default=65_536, gt=0, description="bytes of a response read at most")
+    webhook_log_response_bytes: int = Field(default=2048, ge=0, description="bytes of a response kept in the log")
+    webhook_disable_after_failing_s: float = Field(
+        default=5 * 86400.0, gt=0, description="an endpoint failing continuously this long is disabled")
+    webhook_secret_overlap_s: int = Field(default=86400, ge=0, description="old secret keeps signing this long")
+    webhook_max_in_flight: int = Field(default=128, gt=0, description="dispatcher: concurrent deliveries")
+
+    # Triton / KServe v2 backend and the v2 model server (docs/triton.md; issue 8)
+    triton_url: str = Field(default="", description="host:port, no scheme; empty = 127.0.0.1:8001 (grpc) or :8000 (http)")
+    triton_protocol: Literal["grpc", "http"] = Field(default="grpc", description="grpc propagates cancellation")
+    triton_model: str = Field(default="ensemble", description="model name on the server (also what serve v2-model serves)")
+    triton_model_version: str = Field(default="", description="empty = the server's version policy")
+    triton_max_concurrency: int = Field(default=32, gt=0, description="concurrent generation calls per worker")
+    triton_timeout_s: float = Field(default=600.0, gt=0, description="one generation call, send to last byte")
+    triton_max_attempts: int = Field(default=3, gt=0, description="tries while the server is unavailable")
+    v2_server_http_port: int = Field(default=8080, gt=0, description="lotabots serve v2-model: HTTP/REST port")
+    v2_server_grpc_port: int = Field(default=8081, ge=0, description="lotabots serve v2-model: gRPC port (0 = off)")
+
     # local broker
     kafka_version: str = "4.1.1"
     kafka_port: int = 9092
@@ -97,6 +174,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'lotabots.db'}"
         if not self.clickhouse_url:
             self.clickhouse_url = f"chdb:///{self.data_dir / 'chdb'}"
+        if not self.usage_url:
+            self.usage_url = f"http://{self.usage_host}:{self.usage_port}"
         if self.model_dir is None:
             self.model_dir = self.data_dir / "models"
         return self

@@ -25,7 +25,6 @@ class AuthEventType(StrEnum):
     PASSWORD_CHANGED = "password_changed"
     ACCOUNT_LOCKED = "account_locked"
     REFRESH_TOKEN_REUSE_DETECTED = "refresh_token_reuse_detected"
-    SIGNING_KEY_ROTATED = "signing_key_rotated"
 
 
 class PasswordResetReason(StrEnum):

@@ -8,8 +8,9 @@ SHA-256 digests, passwords are bcrypt hashes, and private signing keys are seale
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from schemas.relational import Base
@@ -79,7 +80,7 @@ class SigningKey(Base):
     __tablename__ = "signing_keys"
     kid: Mapped[str] = mapped_column(String(40), primary_key=True)
     algorithm: Mapped[str] = mapped_column(String(10))
-    public_jwk: Mapped[dict] = mapped_column(JSON)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     private_key_sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     activates_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # signs from here on
@@ -95,9 +96,9 @@ class LoginThrottle(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-users = User.__table__
-auth_sessions = AuthSession.__table__
-refresh_tokens = RefreshToken.__table__
-one_time_tokens = OneTimeToken.__table__
-signing_keys = SigningKey.__table__
-login_throttle = LoginThrottle.__table__
+users = cast(Table, User.__table__)
+auth_sessions = cast(Table, AuthSession.__table__)
+refresh_tokens = cast(Table, RefreshToken.__table__)
+one_time_tokens = cast(Table, OneTimeToken.__table__)
+signing_keys = cast(Table, SigningKey.__table__)
+login_throttle = cast(Table, LoginThrottle.__table__)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.events import WIRE_MODELS, json_schema_of
+from schemas.events import WIRE_MODELS, WireModel, json_schema_of
+from schemas.usage import USAGE_WIRE_MODELS
+
+# Every exported model: the spine's plus each area's (usage: schemas/usage.py).
+EXPORTED_MODELS: list[type[WireModel]] = [*WIRE_MODELS, *USAGE_WIRE_MODELS]
 
 
 def schema_path(directory: Path, name: str, version: int) -> Path:
@@ -19,7 +23,7 @@ def render(model) -> str:  # type: ignore[no-untyped-def]
 def export_json_schemas(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for model in WIRE_MODELS:
+    for model in EXPORTED_MODELS:
         path = schema_path(directory, model.SCHEMA_NAME, model.SCHEMA_VERSION)
         path.write_text(render(model))
         written.append(path)

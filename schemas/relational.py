@@ -74,6 +74,10 @@ class InferenceRequestRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_event_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # webhooks (issue 5): one of the tenant's endpoints, or a direct URL with an event filter (Replicate style)
+    webhook_endpoint_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 tenants = Tenant.__table__

@@ -76,6 +76,7 @@ def stack_env(session_tmp: Path, postgres, kafka_topics, model_dir: Path) -> dic
         "LOTABOTS_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "LOTABOTS_MODEL_DIR": str(model_dir),
         "LOTABOTS_GATEWAY_PORT": str(port),
+        "LOTABOTS_USAGE_PORT": str(free_ports(1)[0]),  # the usage service; the gateway reads through it
         "LOTABOTS_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "LOTABOTS_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
         "LOTABOTS_INFERENCE_THREADS": "1",

@@ -4,6 +4,9 @@ RFC 9068 checks (`typ` at+jwt, `iss`, `aud`, `exp`, `nbf`, `iat`), then session 
 from __future__ import annotations
 
 import binascii
+import time
+from collections import OrderedDict
+from typing import Any
 
 import jwt
 
@@ -27,7 +30,7 @@ class AccessTokenVerifier:
 
     def __init__(
         self, keys: JwksCache, revocations: SessionRevocations, tiers: TenantTierCache, *,
-        issuer: str, audience: str, leeway_s: int,
+        issuer: str, audience: str, leeway_s: int, cache_size: int = 10_000,
     ) -> None:
         self._keys = keys
         self._revocations = revocations
@@ -35,11 +38,17 @@ class AccessTokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_s
+        # Clients reuse one token for its whole life: remember tokens whose signature and claims already
+        # checked out (keyed by the exact token text), so a repeat costs a dict hit plus the expiry check.
+        # Revocation and the tenant's tier are still checked on every call.
+        self._verified: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+        self._cache_size = cache_size
 
     async def __call__(self, credential: str) -> Principal | None:
         if not _looks_like_jwt(credential):
             return None
-        claims = await self._verified_claims(credential)
+        await self._keys.refresh_if_due()  # so a key withdrawn from the JWKS also ends remembered tokens
+        claims = self._remembered(credential) or await self._verified_claims(credential)
         if await self._revocations.is_revoked(claims["sid"]):
             raise unauthenticated("the session of this token was revoked")
         tier = await self._tiers.tier(claims["tid"])
@@ -50,10 +59,28 @@ class AccessTokenVerifier:
             kind="user", role=claims["role"], session_id=claims["sid"], extra={"jti": claims["jti"]},
         )
 
+    def _remembered(self, token: str) -> dict[str, Any] | None:
+        hit = self._verified.get(token)
+        if hit is None:
+            return None
+        kid, claims = hit
+        if claims["exp"] + self._leeway <= time.time() or not self._keys.knows(kid):
+            del self._verified[token]
+            return None  # re-verify: refused as expired, or as signed by a key withdrawn from the JWKS
+        self._verified.move_to_end(token)
+        return claims
+
+    def _remember(self, token: str, kid: str, claims: dict[str, Any]) -> None:
+        if self._cache_size <= 0:
+            return
+        self._verified[token] = (kid, claims)
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+
     async def aclose(self) -> None:
         await self._keys.aclose()
 
-    async def _verified_claims(self, token: str) -> dict:
+    async def _verified_claims(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.DecodeError, binascii.Error, ValueError):
@@ -86,4 +113,5 @@ class AccessTokenVerifier:
             raise unauthenticated("invalid token") from None
         if not all(isinstance(claims[c], str) for c in ("sub", "tid", "role", "scope", "sid", "jti")):
             raise unauthenticated("invalid token claims")
+        self._remember(token, kid, claims)
         return claims

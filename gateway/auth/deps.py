@@ -10,7 +10,8 @@ from gateway.auth.services import AuthServices
 
 
 def auth_services(request: Request) -> AuthServices:
-    return request.app.state.auth
+    services: AuthServices = request.app.state.auth
+    return services
 
 
 def client_address(request: Request) -> str:

@@ -7,7 +7,6 @@ registered, so a broker hiccup is logged (without the link) and counted, and the
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -79,7 +78,3 @@ class AuthEventPublisher:
         except Exception as exc:  # noqa: BLE001 - best effort by design (see module docstring)
             AUTH_EVENTS_FAILED.labels(event.type.value).inc()
             log.error("auth event %s (%s) not delivered: %s", event.event_id, event.type.value, type(exc).__name__)
-
-
-def expires_in(at: datetime, now: datetime) -> int:
-    return max(0, int((at - now).total_seconds()))

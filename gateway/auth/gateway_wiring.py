@@ -12,7 +12,7 @@ from gateway.auth.tenant_tiers import TenantTierCache
 from lotabots.settings import Settings
 
 
-def gateway_token_verifier(settings: Settings, engine: AsyncEngine) -> AccessTokenVerifier:
+def gateway_token_verifier(settings: Settings, engine: AsyncEngine, *, cache_size: int = 10_000) -> AccessTokenVerifier:
     """JWKS from `auth_jwks_url` (HTTP) or straight from the database; revocations polled every few seconds."""
     lifetime = token_lifetime(settings)
     source: JwksSource = HttpJwks(settings.auth_jwks_url) if settings.auth_jwks_url else DatabaseJwks(engine, lifetime)
@@ -21,4 +21,5 @@ def gateway_token_verifier(settings: Settings, engine: AsyncEngine) -> AccessTok
         PolledSessionRevocations(engine, settings.auth_revocation_poll_s, lifetime),
         TenantTierCache(engine),
         issuer=settings.auth_issuer, audience=settings.auth_audience, leeway_s=settings.auth_clock_leeway_s,
+        cache_size=cache_size,
     )

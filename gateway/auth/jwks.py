@@ -94,13 +94,20 @@ class JwksCache:
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str) -> VerificationKey | None:
-        if time.monotonic() - self._fetched_at >= self._refresh_s:
-            await self._refetch(self._refresh_s)
+        await self.refresh_if_due()
         found = self._keys.get(kid)
         if found is None:
             await self._refetch(self._min_refetch_s)
             found = self._keys.get(kid)
         return found
+
+    async def refresh_if_due(self) -> None:
+        if time.monotonic() - self._fetched_at >= self._refresh_s:
+            await self._refetch(self._refresh_s)
+
+    def knows(self, kid: str) -> bool:
+        """Whether `kid` is among the keys fetched last (no fetch)."""
+        return kid in self._keys
 
     async def aclose(self) -> None:
         close = getattr(self._source, "aclose", None)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api_keys import DEFAULT_SCOPES, ApiKeyInfo, IssuedApiKey
+from gateway.api_keys import ApiKeyInfo, IssuedApiKey
 from gateway.auth.login_service import SignedIn
 from gateway.auth.roles import Role
 from gateway.auth.user_store import UserRecord
@@ -70,7 +70,7 @@ class TierBody(_Body):
 
 class ApiKeyCreateBody(_Body):
     name: Annotated[str, Field(max_length=200)] = ""
-    scopes: Annotated[list[Scope], Field(min_length=1, max_length=5)] = list(DEFAULT_SCOPES)  # type: ignore[assignment]
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=5)] = ["requests:write", "requests:read", "usage:read"]
 
 
 def token_response(signed_in: SignedIn, now: datetime) -> dict[str, Any]:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import bcrypt
 
 from gateway.auth.policy import BCRYPT_MAX_BYTES
+
+T = TypeVar("T")
 
 
 class PasswordHasher:
@@ -21,7 +25,9 @@ class PasswordHasher:
 
     def __init__(self, rounds: int = 12, workers: int = 0) -> None:
         self._rounds = rounds
-        self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="bcrypt")
+        # Default: all CPUs but one, so a login burst leaves a core for the event loop.
+        workers = workers or max(1, (os.cpu_count() or 2) - 1)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
         self._dummy = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(rounds))
 
     async def hash(self, password: str) -> str:
@@ -42,7 +48,7 @@ class PasswordHasher:
             return False
         return bool(matched) and password_hash is not None
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     @staticmethod

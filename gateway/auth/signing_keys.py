@@ -71,8 +71,11 @@ def generate_private_key(algorithm: str) -> PrivateKey:
 
 
 def public_jwk(kid: str, algorithm: str, private_key: PrivateKey) -> dict[str, Any]:
-    codec = OKPAlgorithm if algorithm == "EdDSA" else ECAlgorithm
-    jwk: dict[str, Any] = codec.to_jwk(private_key.public_key(), as_dict=True)  # type: ignore[arg-type]
+    public = private_key.public_key()
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        jwk = ECAlgorithm.to_jwk(public, as_dict=True)
     return {**jwk, "kid": kid, "alg": algorithm, "use": "sig"}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
@@ -61,7 +61,7 @@ async def logout_everywhere(services: Services,
 @router.get("/me")
 async def me(services: Services, who: Annotated[Principal, Depends(authenticate)]) -> JSONBytes:
     """Who the credential speaks for (a user, or an API key)."""
-    body = {"tenant_id": who.tenant_id, "tier": who.tier, "scopes": sorted(who.scopes), "kind": who.kind}
+    body: dict[str, Any] = {"tenant_id": who.tenant_id, "tier": who.tier, "scopes": sorted(who.scopes), "kind": who.kind}
     if who.kind == "user":
         user = await services.user_admin.get(who, who.subject)
         if not user.active:

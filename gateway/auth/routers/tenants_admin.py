@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/admin/tenants", tags=["platform-admin"])
 Operator = Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN_SCOPE))]
 
 
-async def _tenant(services: Services, tenant_id: str) -> dict:
+async def _tenant(services: Services, tenant_id: str) -> dict[str, Any]:
     async with services.engine.connect() as conn:
         row = (await conn.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
     if row is None:

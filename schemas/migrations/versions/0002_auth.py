@@ -5,9 +5,8 @@ Revises: 0001_spine
 Create Date: 2026-11-28 06:34:17.944928
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0002_auth'
 down_revision = '0001_spine'

@@ -1,0 +1,148 @@
+"""The dispatcher's database side: plan and store deliveries, load what an attempt needs, log attempts.
+
+Storing a delivery is idempotent (its id is deterministic and inserted with ON CONFLICT DO NOTHING), so
+a redelivered `results` message finds its deliveries already there and does not start them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, func, or_, select, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from consumers.webhook_sender import AttemptOutcome
+from consumers.webhook_targets import PlannedDelivery, plan_deliveries
+from gateway.webhook_secrets import SigningSecretStore
+from lotabots.ids import new_id
+from schemas.events import RequestLifecycleEvent
+from schemas.relational import requests_table as R
+from schemas.webhook_tables import webhook_attempts as A
+from schemas.webhook_tables import webhook_deliveries as D
+from schemas.webhook_tables import webhook_endpoints as E
+
+PENDING, RETRYING, SUCCEEDED, FAILED = "pending", "retrying", "succeeded", "failed"
+
+
+@dataclass(frozen=True)
+class DeliveryContext:
+    """A delivery as stored, its endpoint (None for a direct URL) and the secrets that sign it now."""
+
+    delivery: Any
+    endpoint: Any | None
+    secrets: list[str]
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """What to write after one attempt."""
+
+    attempt: int
+    outcome: AttemptOutcome
+    status: str
+    next_attempt_at: datetime | None = None
+    replay: bool = False
+    disable_reason: str | None = None
+    attempted: bool = True  # False: no HTTP was tried (the endpoint was already disabled)
+
+
+async def insert_ignoring_duplicates(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    await conn.execute(insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
+
+
+class DispatchStore:
+    def __init__(self, engine: AsyncEngine, secrets: SigningSecretStore) -> None:
+        self.engine = engine
+        self.secrets = secrets
+
+    async def plan(self, events: Sequence[RequestLifecycleEvent]) -> list[list[PlannedDelivery]]:
+        """The deliveries each event causes (aligned with `events`); two queries for the whole batch."""
+        ids = list({e.request_id for e in events})
+        async with self.engine.connect() as conn:
+            rows = {r.id: r for r in (await conn.execute(select(R).where(R.c.id.in_(ids)))).fetchall()}
+            tenants = list({r.tenant_id for r in rows.values()})
+            named = [r.webhook_endpoint_id for r in rows.values() if r.webhook_endpoint_id]
+            endpoints = (await conn.execute(select(E).where(and_(
+                E.c.enabled == true(),
+                or_(and_(E.c.tenant_id.in_(tenants), E.c.all_requests == true()), E.c.id.in_(named)),
+            )))).fetchall() if tenants else []
+        by_tenant: dict[str, list[Any]] = {}
+        for ep in endpoints:
+            by_tenant.setdefault(ep.tenant_id, []).append(ep)
+        planned = []
+        for event in events:
+            row = rows.get(event.request_id)
+            planned.append(plan_deliveries(row, event, by_tenant.get(row.tenant_id, ())) if row is not None else [])
+        return planned
+
+    async def create(self, planned: Sequence[PlannedDelivery]) -> set[str]:
+        """Store new deliveries; return the ids still waiting for their first attempt."""
+        if not planned:
+            return set()
+        now = datetime.now(UTC)
+        rows = {p.id: {
+            "id": p.id, "tenant_id": p.tenant_id, "endpoint_id": p.endpoint_id, "request_id": p.request_id,
+            "event_type": p.event_type, "url": p.url, "payload": p.payload, "status": PENDING, "attempts": 0,
+            "event_at": p.event_at, "created_at": now, "updated_at": now,
+        } for p in planned}
+        async with self.engine.begin() as conn:
+            await insert_ignoring_duplicates(conn, D, list(rows.values()))
+            waiting = await conn.execute(select(D.c.id).where(and_(
+                D.c.id.in_(list(rows)), D.c.status == PENDING, D.c.attempts == 0)))
+        return {r.id for r in waiting}
+
+    async def context(self, delivery_id: str) -> DeliveryContext | None:
+        async with self.engine.connect() as conn:
+            delivery = (await conn.execute(select(D).where(D.c.id == delivery_id))).first()
+            if delivery is None:
+                return None
+            endpoint = None
+            if delivery.endpoint_id is not None:
+                endpoint = (await conn.execute(select(E).where(E.c.id == delivery.endpoint_id))).first()
+                secrets = await self.secrets.live(delivery.tenant_id, delivery.endpoint_id, conn)
+        if delivery.endpoint_id is None:
+            secrets = await self.secrets.ensure_default(delivery.tenant_id)
+        return DeliveryContext(delivery, endpoint, secrets)
+
+    async def record(self, ctx: DeliveryContext, rec: AttemptRecord) -> None:
+        """The attempt's log row, the delivery's new state and the endpoint's health, in one transaction."""
+        now = datetime.now(UTC)
+        o = rec.outcome
+        delivered = rec.status == SUCCEEDED
+        async with self.engine.begin() as conn:
+            await conn.execute(A.insert().values(
+                id=new_id("wha"), delivery_id=ctx.delivery.id, attempt=rec.attempt, attempted_at=now,
+                status_code=o.status_code, latency_ms=o.latency_ms, response_body=o.response_body, error=o.error,
+                next_attempt_at=rec.next_attempt_at, replay=rec.replay,
+            ))
+            values: dict[str, Any] = {
+                "attempts": rec.attempt, "status": rec.status, "next_attempt_at": rec.next_attempt_at,
+                "last_status_code": o.status_code, "last_error": o.error, "updated_at": now,
+            }
+            if delivered:
+                values["delivered_at"] = now
+            await conn.execute(update(D).where(D.c.id == ctx.delivery.id).values(**values))
+            endpoint_id = ctx.delivery.endpoint_id
+            if endpoint_id is None or not rec.attempted:
+                return
+            if delivered:
+                await conn.execute(update(E).where(and_(E.c.id == endpoint_id, E.c.failing_since.is_not(None)))
+                                   .values(failing_since=None, updated_at=now))
+            else:
+                await conn.execute(update(E).where(and_(E.c.id == endpoint_id, E.c.failing_since.is_(None)))
+                                   .values(failing_since=now, updated_at=now))
+            if rec.disable_reason:
+                await conn.execute(update(E).where(and_(E.c.id == endpoint_id, E.c.enabled == true())).values(
+                    enabled=False, disabled_reason=rec.disable_reason, disabled_at=now, updated_at=now))
+
+    async def count_by_status(self) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(D.c.status, func.count()).group_by(D.c.status))).fetchall()
+        return {status: n for status, n in rows}

@@ -1,0 +1,145 @@
+"""The agents. Each is a short loop over batches of a stream; the rules live in the screens they call.
+
+* ``usage-billing`` (``usage.events``): validate → dedupe → price → ``usage.billable``; poison → ``usage.dlq``.
+* ``usage-quota`` (``usage.billable``): fold into per-tenant day/month counters → ``usage.quota-state``.
+
+Both use ``take_events`` so a batch is acknowledged only after the agent handled all of it; Faust flushes
+the producer (changelogs, outputs, DLQ) before it commits offsets, so every effect is on the broker
+before its input offset is committed (at-least-once; the usage service deduplicates by event id).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from lotabots.usage_metrics import (
+    CONSUMER_LAG,
+    USAGE_BILLABLE_OUT,
+    USAGE_DEAD_LETTERS,
+    USAGE_EVENTS_IN,
+    USAGE_QUOTA_UPDATES,
+    USAGE_SEEN_EXPIRED,
+)
+from schemas.events import DeadLetter
+from schemas.topics import USAGE_EVENTS
+from schemas.usage import BillableUsage, QuotaState
+from streams.app import UsageStream
+from streams.pricing import price_usage_event
+from streams.quota import fold_quota
+from streams.validate import Refusal, validate_usage_event
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 0.05
+CONSUMER_NAME = "usage-stream"
+
+
+def dead_letter(message: Any, code: str, error: str) -> bytes:
+    raw = message.value if isinstance(message.value, bytes | bytearray) else b""
+    key = message.key.decode(errors="replace") if isinstance(message.key, bytes | bytearray) else None
+    letter = DeadLetter(
+        source_topic=message.topic, source_partition=message.partition, source_offset=message.offset, key=key,
+        payload=bytes(raw).decode(errors="replace")[:1_000_000], error_code=code, error_message=error[:2000],
+        consumer=CONSUMER_NAME, at=datetime.now(UTC),
+    )
+    return letter.model_dump_json().encode()
+
+
+def register_agents(stream: UsageStream) -> None:
+    _billing_agent(stream)
+    _quota_agent(stream)
+    _housekeeping(stream)
+
+
+def _billing_agent(s: UsageStream) -> None:
+    tiers, seen, topics = s.tiers, s.seen, s.topics
+
+    @s.app.agent(topics.events, name="usage-billing")
+    async def usage_billing(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            now = time.time()
+            for event in events:
+                message = event.message
+                fact = validate_usage_event(event.value, tiers)
+                if isinstance(fact, Refusal):
+                    await topics.dlq.send(value=dead_letter(message, fact.code, fact.message))
+                    USAGE_DEAD_LETTERS.labels("stream", fact.code).inc()
+                    USAGE_EVENTS_IN.labels("dead_lettered").inc()
+                    continue
+                if fact.id in seen:
+                    USAGE_EVENTS_IN.labels("duplicate").inc()
+                    continue
+                seen.remember(message.partition, fact.id, now)
+                billable = price_usage_event(fact, tiers.get(fact.data.tier).prices)
+                await topics.billable.send(key=billable.tenant_id.encode(), value=billable.model_dump_json().encode())
+                USAGE_EVENTS_IN.labels("billable").inc()
+                USAGE_BILLABLE_OUT.labels(billable.kind.value).inc()
+
+
+def _quota_agent(s: UsageStream) -> None:
+    table, topics = s.quota_table, s.topics
+
+    @s.app.agent(topics.billable, name="usage-quota")
+    async def usage_quota(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            now = datetime.now(UTC)
+            changed: dict[str, tuple[int, QuotaState]] = {}
+            for event in events:
+                try:
+                    fact = BillableUsage.model_validate_json(event.value)
+                except Exception as exc:
+                    await topics.dlq.send(value=dead_letter(event.message, "invalid_billable_usage", str(exc)))
+                    USAGE_DEAD_LETTERS.labels("quota", "invalid_billable_usage").inc()
+                    continue
+                if not (fact.requests or fact.prompt_tokens or fact.completion_tokens):
+                    continue  # rejections do not count against a quota
+                previous = changed.get(fact.tenant_id)
+                state = previous[1] if previous else _load_quota(table, fact.tenant_id)
+                changed[fact.tenant_id] = (event.message.partition, fold_quota(state, fact, now))
+            # one table write and one quota-state record per tenant per batch, not per fact
+            for tenant_id, (partition, state) in changed.items():
+                value = state.model_dump(mode="json")
+                table.data[tenant_id] = value
+                table.send_changelog(partition, tenant_id, value)
+                await topics.quota_state.send(key=tenant_id.encode(), value=orjson.dumps(value))
+                USAGE_QUOTA_UPDATES.inc()
+
+
+def _load_quota(table: Any, tenant_id: str) -> QuotaState | None:
+    value = table.data.get(tenant_id)
+    return QuotaState.model_validate(value) if value else None
+
+
+def _housekeeping(s: UsageStream) -> None:
+    app, seen = s.app, s.seen
+
+    @s.seen_table.on_recover
+    async def _reindex_seen() -> None:
+        seen.reindex()
+
+    @app.timer(60.0)
+    async def expire_seen_ids() -> None:
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == USAGE_EVENTS}
+        expired = seen.expire(time.time(), owned.__contains__)
+        if expired:
+            USAGE_SEEN_EXPIRED.inc(expired)
+            log.info("forgot %d usage event ids older than the dedupe TTL", expired)
+
+    @app.timer(5.0)
+    async def report_lag() -> None:
+        consumer = app.consumer
+        committed = app.monitor.tp_committed_offsets or {}
+        for tp in consumer.assignment():
+            try:
+                end = consumer.highwater(tp)
+            except Exception:
+                continue
+            done = committed.get(tp)
+            if end is not None and done is not None:
+                CONSUMER_LAG.labels(s.settings.usage_stream_app_id, tp.topic, str(tp.partition)).set(max(0, end - done))

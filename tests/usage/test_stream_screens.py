@@ -1,0 +1,158 @@
+"""The Faust app's screens as pure functions: validation, pricing, quota windows, deduplication TTL."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lotabots.tiers import load_tier_config
+from schemas.usage import BillableUsage, QuotaState, UsageEvent
+from streams.dedupe import SeenEvents
+from streams.pricing import price_usage_event
+from streams.quota import fold_quota
+from streams.validate import Refusal, validate_usage_event
+
+TIERS = load_tier_config(Path(__file__).resolve().parents[2] / "lotabots" / "tiers.toml")
+T0 = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
+
+
+def _inference(request_id: str = "r1", tier: str = "pro", prompt: int = 1234, completion: int = 567,
+               at: datetime = T0, tenant: str = "ten_a") -> UsageEvent:
+    return UsageEvent(id=f"{request_id}:inference", source="/x", type="lotabots.inference.completed", time=at, data={
+        "tenant_id": tenant, "tier": tier, "request_id": request_id, "model": "m", "prompt_tokens": prompt,
+        "completion_tokens": completion, "latency_ms": 5, "finish_reason": "stop", "status": "succeeded"})
+
+
+def _accepted(request_id: str = "r1", at: datetime = T0) -> UsageEvent:
+    return UsageEvent(id=f"{request_id}:accepted", source="/x", type="lotabots.request.accepted", time=at,
+                      data={"tenant_id": "ten_a", "tier": "pro", "request_id": request_id, "max_tokens_reserved": 9})
+
+
+def test_validation_refuses_garbage_with_a_code_and_never_raises() -> None:
+    for raw, code in [(b"", "empty_usage_event"), (b"{not json", "invalid_usage_event"),
+                      (b'{"specversion":"1.0"}', "invalid_usage_event"),
+                      (_inference(tier="platinum").model_dump_json().encode(), "unknown_tier")]:
+        result = validate_usage_event(raw, TIERS)
+        assert isinstance(result, Refusal) and result.code == code and result.message
+
+
+def test_validation_accepts_a_well_formed_event() -> None:
+    assert validate_usage_event(_inference().model_dump_json().encode(), TIERS) == _inference()
+
+
+def test_pricing_is_exact_decimal_per_tier() -> None:
+    pro = TIERS.get("pro").prices
+    billed = price_usage_event(_inference(prompt=1234, completion=567), pro)
+    assert billed.input_cost == pro.per_1k_input_tokens * 1234 / 1000 == Decimal("0.000617")
+    assert billed.output_cost == Decimal("0.0008505")
+    assert billed.request_cost == 0 and billed.requests == 0
+    assert billed.cost == billed.input_cost + billed.output_cost
+    request = price_usage_event(_accepted(), pro)
+    assert (request.requests, request.request_cost, request.prompt_tokens) == (1, pro.per_request, 0)
+    free = price_usage_event(_inference(tier="free"), TIERS.get("free").prices)
+    assert free.cost == 0
+
+
+def test_billable_round_trips_through_json_without_losing_precision() -> None:
+    billed = price_usage_event(_inference(prompt=1, completion=1), TIERS.get("pro").prices)
+    again = BillableUsage.model_validate_json(billed.model_dump_json())
+    assert again.cost == billed.cost == Decimal("0.000002")
+
+
+def _fact(at: datetime, tokens: int = 10, requests: int = 0) -> BillableUsage:
+    event = _inference(prompt=tokens, completion=0, at=at) if not requests else _accepted(at=at)
+    return price_usage_event(event, TIERS.get("pro").prices)
+
+
+def test_quota_windows_tumble_at_utc_day_and_month_boundaries() -> None:
+    now = datetime.now(UTC)
+    state = fold_quota(None, _fact(T0, 10), now)
+    state = fold_quota(state, _fact(T0, 0, requests=1), now)
+    assert (state.day, state.month, state.tokens_day, state.tokens_month, state.requests_day) == (
+        "2026-01-31", "2026-01", 10, 10, 1)
+    feb = datetime(2026, 2, 1, 0, 0, 1, tzinfo=UTC)
+    state = fold_quota(state, _fact(feb, 5), now)
+    assert (state.day, state.month, state.tokens_day, state.tokens_month, state.requests_month) == (
+        "2026-02-01", "2026-02", 5, 5, 0)
+    state = fold_quota(state, _fact(datetime(2026, 2, 2, tzinfo=UTC), 7), now)
+    assert (state.tokens_day, state.tokens_month) == (7, 12)
+
+
+def test_a_late_fact_never_reopens_a_closed_window() -> None:
+    now = datetime.now(UTC)
+    state = fold_quota(None, _fact(datetime(2026, 2, 2, tzinfo=UTC), 7), now)
+    late = fold_quota(state, _fact(datetime(2026, 2, 1, 23, tzinfo=UTC), 100), now)
+    assert (late.day, late.tokens_day, late.tokens_month) == ("2026-02-02", 7, 107)
+    older = fold_quota(late, _fact(T0, 1000), now)
+    assert (older.month, older.tokens_month) == ("2026-02", 107)
+    assert QuotaState.model_validate_json(older.model_dump_json()) == older
+
+
+class _FakeTable:
+    """Records changelog writes; the real one is a Faust table (integration tests run it)."""
+
+    def __init__(self) -> None:
+        self.data: MutableMapping[Any, Any] = {}
+        self.changelog: list[tuple[int | None, Any, Any]] = []
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any, key_serializer: Any = None,
+                       value_serializer: Any = None) -> None:
+        self.changelog.append((partition, key, value))
+
+
+def test_seen_ids_are_changelogged_to_their_source_partition_and_expire_after_the_ttl() -> None:
+    table = _FakeTable()
+    seen = SeenEvents(table, ttl_s=100)
+    seen.remember(3, "a", now=1000)
+    seen.remember(5, "b", now=1050)
+    assert "a" in seen and "b" in seen and "c" not in seen
+    assert table.changelog == [(3, "a", [1000, 3]), (5, "b", [1050, 5])]
+    assert seen.expire(now=1099, owns=lambda p: True) == 0
+    assert seen.expire(now=1101, owns=lambda p: True) == 1
+    assert "a" not in seen and "b" in seen and table.changelog[-1] == (3, "a", None)
+
+
+def test_expiry_after_recovery_uses_the_recovered_times_and_spares_other_workers_partitions() -> None:
+    table = _FakeTable()
+    table.data.update({"old": [10, 1], "other": [10, 2], "new": [500, 1]})  # as recovered from the changelog
+    seen = SeenEvents(table, ttl_s=100)
+    seen.reindex()
+    assert seen.expire(now=200, owns=lambda p: p == 1) == 1
+    assert "old" not in seen and "new" in seen
+    assert [c[1] for c in table.changelog] == ["old"]
+
+
+def test_billable_json_is_what_the_sink_reads() -> None:
+    from consumers.usage_rows import EVENT_ID, ROW_COLUMNS, billable_row
+
+    billed = price_usage_event(_inference(), TIERS.get("pro").prices)
+    row = billable_row(billed.model_dump_json().encode(), partition=2, offset=41)
+    values = dict(zip(ROW_COLUMNS, row, strict=True))
+    assert row[EVENT_ID] == "r1:inference"
+    assert (values["source_partition"], values["source_offset"], values["cost"]) == (2, 41, billed.cost)
+    assert values["event_time"] == T0 and values["prompt_tokens"] == 1234
+
+
+def test_the_sink_refuses_a_malformed_billable_fact() -> None:
+    import pytest
+
+    from consumers.usage_rows import BadBillable, billable_row
+
+    good = orjson.loads(price_usage_event(_inference(), TIERS.get("pro").prices).model_dump_json())
+    for broken in (b"nope", orjson.dumps({**good, "prompt_tokens": -3}), orjson.dumps({**good, "cost": "abc"}),
+                   orjson.dumps({**good, "event_time": "2026-01-01T00:00:00"})):
+        with pytest.raises(BadBillable):
+            billable_row(broken, 0, 0)
+
+
+def test_batch_tokens_name_the_exact_offset_ranges() -> None:
+    from consumers.usage_rows import BatchToken
+
+    token = BatchToken("usage.billable", ((0, 10, 19), (3, 5, 5)))
+    assert token.text() == "usage.billable|0:10-19,3:5-5"
+    assert BatchToken.parse(token.text()) == token
