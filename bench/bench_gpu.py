@@ -144,7 +144,7 @@ def compare(out: list[int], case: dict) -> dict:
     exp = case["output_ids"]
     if out == exp:
         return {"equal": True, "tokens": len(exp)}
-    first = next((i for i, (a, b) in enumerate(zip(out, exp)) if a != b), min(len(out), len(exp)))
+    first = next((i for i, (a, b) in enumerate(zip(out, exp, strict=False)) if a != b), min(len(out), len(exp)))
     gaps = case["top1_top2_logit_gap_per_step"]
     return {"equal": False, "first_diff": first, "of": len(exp),
             "ref_gap_there": gaps[first] if first < len(gaps) else None}
@@ -165,7 +165,7 @@ def parity(model: Any, reference: dict) -> None:
 def engine_decode(model: Any, batch: int, tokens: int) -> None:
     prompts = batch_prompts(model, batch)
     for greedy_on_device in (True, False):
-        for rep in range(2):  # the first pass warms up kernels and the allocator
+        for _rep in range(2):  # the first pass warms up kernels and the allocator
             ids, mask, pos = left_pad(prompts, model.pad_token_id)
             t0 = time.perf_counter()
             if greedy_on_device:
@@ -190,6 +190,16 @@ def engine_decode(model: Any, batch: int, tokens: int) -> None:
                         "decode_step_ms": round(dt / (tokens - 1) * 1000, 2),
                         "decode_tok_s": round(batch * (tokens - 1) / dt, 0)}
         print(f"   {key}: {figures[key]}")
+    # one sequence alone: per-token latency of the same engine
+    ids, mask, pos = left_pad(prompts[:1], model.pad_token_id)
+    step, past = model.forward_greedy(ids, mask, pos, model.empty_past(1))
+    next_pos, t = pos[:, -1] + 1, time.perf_counter()
+    for _ in range(63):
+        mask = np.concatenate([mask, np.ones((1, 1), np.int64)], axis=1)
+        step, past = model.forward_greedy(step[:, None].astype(np.int64), mask, next_pos[:, None], past)
+        next_pos = next_pos + 1
+    figures["engine_single_stream_tok_s"] = round(63 / (time.perf_counter() - t), 0)
+    print(f"   single stream: {figures['engine_single_stream_tok_s']} tok/s")
     steps = [64, 256, 512]
     # step time against context length (the cache grows by a column a step): a long decode at batch 64
     ids, mask, pos = left_pad(prompts, model.pad_token_id)
@@ -211,13 +221,13 @@ def scheduler_run(model: Any, batch: int, tokens: int) -> None:
     from inference.scheduler import BatchScheduler, SequenceParams
 
     prompts = batch_prompts(model, batch)
-    for rep in range(2):
+    for _rep in range(2):
         sched = BatchScheduler(model, max_batch=batch)
         sched.start()
         results: list[Any] = []
         done = threading.Event()
 
-        def finish(r: Any) -> None:
+        def finish(r: Any, results: list[Any] = results, done: threading.Event = done) -> None:
             results.append(r)
             if len(results) == batch:
                 done.set()

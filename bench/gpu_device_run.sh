@@ -32,4 +32,4 @@ export LD_LIBRARY_PATH=$(find "$SITE/nvidia" -name 'lib*.so*' -printf '%h\n' 2>/
 mkdir -p /tmp/stage/gguf_dir && ln -sf /tmp/stage/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/stage/gguf_dir/
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 bench/bench_gpu.py --gguf-dir /tmp/stage/gguf_dir --model-dir /tmp/stage/models \
-  --batch "${BATCH:-64}" --tokens "${TOKENS:-128}" --out "$OUT/gpu_figures.json" 2>&1 | tee "$OUT/gpu_bench.log"
+  --batch "${BATCH:-64}" --tokens "${TOKENS:-128}" --out "$OUT/gpu_figures.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/gpu_bench.log"

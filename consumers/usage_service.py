@@ -64,8 +64,9 @@ class UsageBackend:
         await asyncio.get_running_loop().run_in_executor(self.write_thread, open_all)
         self.writer = UsageWriter(self.writer_client)
 
-    def finance_session(self, extra: dict[str, Any]) -> Any:
-        return open_clickhouse(self.settings, session_settings={**extra, **finance_session_settings(self.settings)})
+    def finance_session(self, extra: dict[str, Any], limits: bool = True) -> Any:
+        session = {**extra, **finance_session_settings(self.settings, limits=limits)}
+        return open_clickhouse(self.settings, session_settings=session)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.read_threads, fn, *args)

@@ -52,8 +52,8 @@ class PendingBatch:
         if row is not None:
             self.rows.append(row)
 
-    def token(self) -> BatchToken:
-        return BatchToken(USAGE_BILLABLE, tuple(sorted((tp.partition, a, b) for tp, (a, b) in self.ranges.items())))
+    def token(self, topic: str) -> BatchToken:
+        return BatchToken(topic, tuple(sorted((tp.partition, a, b) for tp, (a, b) in self.ranges.items())))
 
     def commit_offsets(self) -> dict[TopicPartition, int]:
         return {tp: last + 1 for tp, (_, last) in self.ranges.items()}
@@ -68,8 +68,11 @@ class PendingBatch:
 class UsageSink:
     """Moves ``usage.billable`` into ClickHouse, exactly once per fact."""
 
-    def __init__(self, settings: Settings, writer: UsageWriter, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, settings: Settings, writer: UsageWriter, executor: ThreadPoolExecutor, *,
+                 topic: str = USAGE_BILLABLE, group: str = GROUP) -> None:
         self.settings = settings
+        self.topic = topic
+        self.group = group
         self.writer = writer
         self.executor = executor  # the one thread that talks to the writer's ClickHouse session
         self.batch_size = settings.usage_sink_batch_size
@@ -84,13 +87,13 @@ class UsageSink:
         self._stop.set()
 
     async def run(self) -> None:
-        self.producer = make_producer(self.settings, client_id=GROUP)
+        self.producer = make_producer(self.settings, client_id=self.group)
         await self.producer.start()
-        self.dlq = DeadLetterStep(self.producer, USAGE_DLQ, GROUP)
-        self.consumer = make_consumer(self.settings, group_id=GROUP, client_id=GROUP,
+        self.dlq = DeadLetterStep(self.producer, USAGE_DLQ, self.group)
+        self.consumer = make_consumer(self.settings, group_id=self.group, client_id=self.group,
                                       max_poll_records=self.batch_size, fetch_max_bytes=64 * 1024 * 1024,
                                       max_partition_fetch_bytes=8 * 1024 * 1024)
-        self.consumer.subscribe([USAGE_BILLABLE], listener=_CompleteOnAssign(self))
+        self.consumer.subscribe([self.topic], listener=_CompleteOnAssign(self))
         await self.consumer.start()
         lag_task = asyncio.create_task(self._report_lag())
         try:
@@ -137,7 +140,7 @@ class UsageSink:
         batch, self.pending = self.pending, PendingBatch()
         if not batch.ranges:
             return
-        await self._insert(batch.rows, batch.token().text())
+        await self._insert(batch.rows, batch.token(self.topic).text())
         self.inserted += len(batch.rows)
         await self._commit(batch.commit_offsets())
 
@@ -173,17 +176,17 @@ class UsageSink:
         for tp in assigned:
             offset = await self.consumer.committed(tp)
             committed[tp.partition] = offset if offset is not None else 0
-        tokens = await loop.run_in_executor(self.executor, self.writer.leftover_tokens, committed)
+        tokens = await loop.run_in_executor(self.executor, self.writer.leftover_tokens, committed, self.topic)
         owned = {tp.partition for tp in assigned}
         for text in tokens:
             token = BatchToken.parse(text)
-            if token.topic != USAGE_BILLABLE or any(p not in owned for p, _, _ in token.ranges):
+            if token.topic != self.topic or any(p not in owned for p, _, _ in token.ranges):
                 # another member owns part of it: that member completes it (event-id checks still hold)
                 log.warning("leftover batch %s spans partitions this member does not own; skipped", text)
                 continue
             rows = await self._reread(token)
             await self._insert(rows, text)
-            offsets = {TopicPartition(USAGE_BILLABLE, p): b + 1 for p, _, b in token.ranges}
+            offsets = {TopicPartition(self.topic, p): b + 1 for p, _, b in token.ranges}
             await self._commit(offsets)
             for tp, offset in offsets.items():
                 self.consumer.seek(tp, offset)
@@ -191,7 +194,7 @@ class UsageSink:
 
     async def _reread(self, token: BatchToken) -> list[list[Any]]:
         reader = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-                                  enable_auto_commit=False, client_id=f"{GROUP}-reread")
+                                  enable_auto_commit=False, client_id=f"{self.group}-reread")
         await reader.start()
         try:
             wanted = {TopicPartition(token.topic, p): (a, b) for p, a, b in token.ranges}
@@ -228,7 +231,7 @@ class UsageSink:
                 except Exception:
                     continue
                 if end is not None and done is not None:
-                    CONSUMER_LAG.labels(GROUP, tp.topic, str(tp.partition)).set(max(0, end - done))
+                    CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(max(0, end - done))
 
 
 class _CompleteOnAssign(ConsumerRebalanceListener):

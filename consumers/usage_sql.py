@@ -73,9 +73,9 @@ def _clean_message(exc: Exception) -> str:
     return re.sub(r"\s*\(version [^)]*\)", "", text)[:1000]
 
 
-def run_finance_sql(sql: str, open_session: Callable[[dict[str, Any]], Any], tenant_id: str | None) -> SqlResult:
-    """Check and run one statement. ``open_session(extra_settings)`` opens a fresh read-only session
-    (it adds the limits and ``readonly`` after ``extra_settings``); each step gets its own session, so
+def run_finance_sql(sql: str, open_session: Callable[..., Any], tenant_id: str | None) -> SqlResult:
+    """Check and run one statement. ``open_session(extra_settings, limits=True)`` opens a fresh read-only
+    session (the limits, then ``readonly``, after ``extra_settings``); each step gets its own session, so
     nothing one statement does to a session can reach the next. ``tenant_id`` None: every tenant."""
     sql = (sql or "").strip().rstrip(";").strip()
     if not sql:
@@ -105,7 +105,7 @@ def run_finance_sql(sql: str, open_session: Callable[[dict[str, Any]], Any], ten
                      [list(map(jsonable, row)) for row in result.result_rows], (time.perf_counter() - started) * 1000)
 
 
-def _let_clickhouse_refuse(sql: str, open_session: Callable[[dict[str, Any]], Any], extra: dict[str, Any]) -> None:
+def _let_clickhouse_refuse(sql: str, open_session: Callable[..., Any], extra: dict[str, Any]) -> None:
     session = open_session(extra)
     try:
         session.command(sql)
@@ -117,8 +117,8 @@ def _let_clickhouse_refuse(sql: str, open_session: Callable[[dict[str, Any]], An
     raise UsageQueryError(403, "statement_not_allowed", "only SELECT statements are allowed")
 
 
-def _check_shape(sql: str, open_session: Callable[[dict[str, Any]], Any]) -> None:
-    explain = open_session({})
+def _check_shape(sql: str, open_session: Callable[..., Any]) -> None:
+    explain = open_session({}, limits=False)  # the plans themselves can be longer than the row limit
     try:
         ast = [r[0] for r in explain.query(f"EXPLAIN AST {sql}").result_rows]
         tree = [r[0] for r in explain.query(f"EXPLAIN QUERY TREE {sql}").result_rows]

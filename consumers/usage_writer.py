@@ -86,7 +86,7 @@ class UsageWriter:
         )
         return {r[0] for r in result.result_rows}
 
-    def leftover_tokens(self, committed: dict[int, int]) -> list[str]:
+    def leftover_tokens(self, committed: dict[int, int], topic: str = "usage.billable") -> list[str]:
         """Tokens of batches stored at or past the committed offsets (taken by ClickHouse, not committed)."""
         if not committed:
             return []
@@ -95,6 +95,7 @@ class UsageWriter:
         result = self.client.query(
             f"SELECT insert_token, min(source_offset) AS first FROM {USAGE_EVENTS_TABLE} "
             f"WHERE inserted_at >= now64(3) - INTERVAL {LEFTOVER_LOOKBACK.days} DAY AND ({where}) "
-            "GROUP BY insert_token ORDER BY first"
+            "AND startsWith(insert_token, %(prefix)s) GROUP BY insert_token ORDER BY first",
+            parameters={"prefix": f"{topic}|"},
         )
         return [r[0] for r in result.result_rows]

@@ -38,7 +38,6 @@ from consumers.webhook_store import (
     DeliveryContext,
     DispatchStore,
 )
-from consumers.webhook_targets import PlannedDelivery
 from gateway.ssrf import Resolver
 from gateway.webhook_secrets import SigningSecretStore
 from gateway.webhook_signing import SecretBox
@@ -104,6 +103,9 @@ class WebhookDispatcher:
                                                  max_poll_records=500)
         await consumer.start()
         consumer.subscribe(self.topics, listener=_Rebalance(self))
+        log.info("webhook dispatcher started: group %s, retry schedule %s s (jitter %.0f%%), %d in flight at most",
+                 GROUP, ",".join(f"{d:g}" for d in self.retry.schedule), self.retry.jitter * 100,
+                 self.settings.webhook_max_in_flight)
         try:
             while not self._stop.is_set():
                 self._resume_due()
@@ -187,15 +189,18 @@ class WebhookDispatcher:
         planned = await self._durably(lambda: self.store.plan([ev for _, _, ev in lifecycle]))
         flat = [d for deliveries in planned for d in deliveries]
         waiting = await self._durably(lambda: self.store.create(flat)) if flat else set()
+        waiting -= self._delivering  # already being attempted here: that attempt covers this event too
+        contexts = await self._durably(lambda: self.store.contexts(list(waiting))) if waiting else {}
         for (tp, record, _), deliveries in zip(lifecycle, planned, strict=True):
-            todo = [d for d in deliveries if d.id in waiting and d.id not in self._delivering]
-            waiting.difference_update(d.id for d in todo)  # a duplicate event in the same batch adds nothing
+            todo = [contexts[d.id] for d in deliveries if d.id in contexts]
+            for ctx in todo:  # a duplicate event in the same batch adds nothing
+                del contexts[ctx.delivery.id]
             if not todo:
                 self.offsets.done(tp, record.offset)
                 continue
             work = _RecordWork(tp, record.offset, len(todo))
-            for delivery in todo:
-                self._spawn(work, self._first_attempt(record, delivery), delivery.id)
+            for ctx in todo:
+                self._spawn(work, self._first_attempt(record, ctx), ctx.delivery.id)
 
     def _spawn(self, work: _RecordWork, job: Awaitable[None], delivery_id: str) -> None:
         self._delivering.add(delivery_id)
@@ -226,9 +231,8 @@ class WebhookDispatcher:
         task.add_done_callback(finished)
 
     # ---- attempts -------------------------------------------------------------------------------
-    async def _first_attempt(self, record: ConsumerRecord, planned: PlannedDelivery) -> None:
-        ctx = await self._durably(lambda: self.store.context(planned.id))
-        if ctx is None or ctx.delivery.status != PENDING or ctx.delivery.attempts != 0:
+    async def _first_attempt(self, record: ConsumerRecord, ctx: DeliveryContext) -> None:
+        if ctx.delivery.status != PENDING or ctx.delivery.attempts != 0:
             return  # already attempted by an earlier run (its next step was recorded first)
         await self._attempt(ctx, 1, record, replay=False)
 

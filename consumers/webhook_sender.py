@@ -66,7 +66,8 @@ class WebhookSender:
                     head = await self._read_capped(response)
                     outcome = AttemptOutcome(
                         response.status_code, elapsed(),
-                        head[: self.settings.webhook_log_response_bytes].decode(errors="replace"),
+                        _printable(head[: self.settings.webhook_log_response_bytes],
+                                   self.settings.webhook_log_response_bytes),
                         retry_after_s=parse_retry_after(response.headers.get("retry-after"))
                         if response.status_code in (429, 503) else None,
                     )
@@ -75,10 +76,10 @@ class WebhookSender:
         except (TimeoutError, httpx.TimeoutException):
             return AttemptOutcome(None, elapsed(), error_code="timeout", error_message="no complete answer in time")
         except httpx.ConnectError as exc:
-            return AttemptOutcome(None, elapsed(), error_code="connect_error", error_message=str(exc)[:300])
+            return AttemptOutcome(None, elapsed(), error_code="connect_error", error_message=_printable(str(exc)))
         except httpx.HTTPError as exc:
             return AttemptOutcome(None, elapsed(), error_code="http_error",
-                                  error_message=f"{type(exc).__name__}: {exc}"[:300])
+                                  error_message=_printable(f"{type(exc).__name__}: {exc}"))
         return outcome
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
@@ -92,3 +93,9 @@ class WebhookSender:
             if size >= cap:
                 break
         return b"".join(chunks)[:cap]
+
+
+def _printable(raw: bytes | str, limit: int = 2048) -> str:
+    """Text safe for the log columns (PostgreSQL text refuses NUL): a receiver controls these bytes."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    return text[:limit].replace("\x00", "\ufffd")

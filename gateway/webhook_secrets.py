@@ -74,6 +74,27 @@ class SigningSecretStore:
             rows = (await conn.execute(query)).fetchall()
         return [self.box.unseal(r.id, r.secret_sealed) for r in rows]
 
+    async def live_for(self, conn: AsyncConnection, owners: set[tuple[str, str | None]]) -> dict[tuple[str, str | None], list[str]]:
+        """Live secrets of many owners ((tenant, endpoint or None)) in one query, newest first."""
+        endpoint_ids = [e for _, e in owners if e is not None]
+        default_tenants = [t for t, e in owners if e is None]
+        if not owners:
+            return {}
+        rows = (await conn.execute(
+            select(S.c.id, S.c.tenant_id, S.c.endpoint_id, S.c.secret_sealed)
+            .where(and_(_live(datetime.now(UTC)), or_(
+                S.c.endpoint_id.in_(endpoint_ids),
+                and_(S.c.endpoint_id.is_(None), S.c.tenant_id.in_(default_tenants)),
+            )))
+            .order_by(S.c.created_at.desc())
+        )).fetchall()
+        found: dict[tuple[str, str | None], list[str]] = {owner: [] for owner in owners}
+        for r in rows:
+            key = (r.tenant_id, r.endpoint_id)
+            if key in found:
+                found[key].append(self.box.unseal(r.id, r.secret_sealed))
+        return found
+
     async def info(self, tenant_id: str, endpoint_id: str | None) -> list[SecretInfo]:
         now = datetime.now(UTC)
         async with self.engine.connect() as conn:

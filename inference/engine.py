@@ -24,5 +24,10 @@ def open_chat_model(settings: Settings) -> LoadedModel:
         from inference.triton_backend import RemoteChatModel
 
         return RemoteChatModel.from_settings(settings)  # type: ignore[return-value]
-    return prepare(load_model(settings.models_path, variant=settings.model_variant,
-                              threads=settings.inference_threads, device=settings.inference_device))
+    model = load_model(settings.models_path, variant=settings.model_variant,
+                       threads=settings.inference_threads, device=settings.inference_device)
+    if "CUDAExecutionProvider" in model.providers:  # IO binding: the KV cache stays on the GPU (issue 8)
+        from inference.gpu_runner import DeviceModel
+
+        return prepare(DeviceModel(model))  # type: ignore[arg-type]
+    return prepare(model)

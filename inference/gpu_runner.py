@@ -169,9 +169,9 @@ class DeviceModel:
         self.eos_token_ids, self.pad_token_id = loaded.eos_token_ids, loaded.pad_token_id
         self.max_context, self.kv_dtype, self.config = loaded.max_context, loaded.kv_dtype, loaded.config
         float_type = TensorProto.FLOAT16 if self.kv_dtype == np.float16 else TensorProto.FLOAT
-        providers = self.session.get_providers()
-        provider_options = self.session.get_provider_options()
-        chosen = [(p, provider_options.get(p, {})) for p in providers]
+        chosen: list[Any] = ["CPUExecutionProvider"]
+        if device == "cuda":
+            chosen.insert(0, ("CUDAExecutionProvider", {"device_id": str(device_id)}))
         self.kv_ops = DeviceKVOps(2 * self.num_layers, float_type, chosen, device, device_id)
         self._argmax = _session(self._argmax_graph(float_type), chosen)
         self._present = [f"present.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]

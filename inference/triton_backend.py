@@ -23,6 +23,7 @@ can be imported without it (the v2 server declares its metadata from it).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -75,10 +76,15 @@ OUTPUT_ALIASES: dict[str, tuple[str, ...]] = {
     "completion_tokens": ("completion_tokens", "num_output_tokens"),
 }
 # Understood when a model declares them, never declared by the v2 test server: TensorRT-LLM samples
-# unless top_k is 1; the vLLM backend echoes the prompt unless told not to.
+# unless top_k is 1; the vLLM backend echoes the prompt, and reports counts and the finish reason only
+# when asked, and takes its sampling parameters as one JSON string.
 EXTRA_INPUTS: tuple[TensorSpec, ...] = (
     TensorSpec("top_k", "INT32", (1,)),
     TensorSpec("exclude_input_in_output", "BOOL", (1,)),
+    TensorSpec("return_num_input_tokens", "BOOL", (1,)),
+    TensorSpec("return_num_output_tokens", "BOOL", (1,)),
+    TensorSpec("return_finish_reason", "BOOL", (1,)),
+    TensorSpec("sampling_parameters", "BYTES", (1,)),
 )
 
 _NUMPY_TYPES: dict[str, Any] = {
@@ -140,17 +146,30 @@ def request_tensors(
         wanted.append(("stop", "BYTES", list(params.stop)))
     if params.ignore_eos:
         wanted.append(("ignore_eos", "BOOL", [True]))
+    required = {"text_input", "max_tokens"}
     if declared:
         if params.temperature == 0.0:
             wanted.append(("top_k", "INT32", [1]))
-        wanted.append(("exclude_input_in_output", "BOOL", [True]))
+        wanted += [(flag, "BOOL", [True]) for flag in (
+            "exclude_input_in_output", "return_num_input_tokens", "return_num_output_tokens", "return_finish_reason")]
+        if "sampling_parameters" in declared:  # the vLLM backend: max_tokens and the rest travel in here
+            required = {"text_input"}
+            sampling: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature,
+                                        "top_p": params.top_p}
+            if params.seed is not None:
+                sampling["seed"] = params.seed
+            if params.stop:
+                sampling["stop"] = list(params.stop)
+            if params.ignore_eos:
+                sampling["ignore_eos"] = True
+            wanted.append(("sampling_parameters", "BYTES", [json.dumps(sampling)]))
     tensors: list[Tensor] = []
     for name, datatype, values in wanted:
         wire_name = name
         if declared:
             wire_name = next((n for n in INPUT_ALIASES.get(name, (name,)) if n in declared), "")
             if not wire_name:
-                if name in ("text_input", "max_tokens"):
+                if name in required:
                     raise ValueError(f"the model declares no {name!r} input; see docs/triton.md")
                 continue  # an optional input this model does not take
             datatype = declared[wire_name].datatype
@@ -274,6 +293,17 @@ def _classify(status: str) -> Literal["unavailable", "rejected", "error"]:
     return "error"
 
 
+def _http_transport_error(exc: Exception) -> Literal["unavailable", "error"] | None:
+    """aiohttp's own errors (the HTTP client): a lost connection is worth another try."""
+    try:
+        import aiohttp
+    except ModuleNotFoundError:
+        return None
+    if isinstance(exc, aiohttp.ClientConnectionError):  # refused, reset, server disconnected
+        return "unavailable"
+    return "error" if isinstance(exc, aiohttp.ClientError) else None
+
+
 class V2Client:
     """tritonclient's asyncio client (``grpc`` or ``http``) reduced to what generation needs.
 
@@ -330,14 +360,15 @@ class V2Client:
         except InferenceServerException as exc:
             status = str(exc.status() or "")
             raise RemoteCallError(_classify(status), f"{status}: {exc.message()}"[:500]) from exc
-        except (ConnectionError, OSError) as exc:  # aiohttp's connection errors are OSErrors
-            raise RemoteCallError("unavailable", f"{type(exc).__name__}: {exc}"[:500]) from exc
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # before OSError, its base class: a slow generation is not retried
             raise RemoteCallError("error", f"no answer within {self.timeout_s:g}s") from exc
+        except OSError as exc:  # connection refused or reset; aiohttp's connection errors are OSErrors
+            raise RemoteCallError("unavailable", f"{type(exc).__name__}: {exc}"[:500]) from exc
         except Exception as exc:
-            if type(exc).__module__.startswith("aiohttp"):  # e.g. ServerDisconnectedError
-                raise RemoteCallError("unavailable", f"{type(exc).__name__}: {exc}"[:500]) from exc
-            raise
+            kind = _http_transport_error(exc)
+            if kind is None:
+                raise
+            raise RemoteCallError(kind, f"{type(exc).__name__}: {exc}"[:500]) from exc
 
     async def close(self) -> None:
         await self._client.close()
@@ -458,9 +489,7 @@ class RemoteGenerationScheduler:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._client = self._client_factory()
-            self._slots = asyncio.Semaphore(self.max_batch)
-            self._declared_lock = asyncio.Lock()
+            self._loop.run_until_complete(self._open())
         except BaseException as exc:  # e.g. the triton extra is not installed
             self._open_error = exc
             self._opened.set()
@@ -471,6 +500,12 @@ class RemoteGenerationScheduler:
         finally:
             self._loop.run_until_complete(self._shutdown())
             self._loop.close()
+
+    async def _open(self) -> None:
+        # The clients bind to the running loop (aiohttp's session needs one), so make them on it.
+        self._client = self._client_factory()
+        self._slots = asyncio.Semaphore(self.max_batch)
+        self._declared_lock = asyncio.Lock()
 
     async def _shutdown(self) -> None:
         with self._lock:

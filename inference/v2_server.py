@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from inference.engine import prepare
 from inference.model_files import load_model
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 GENERATIONS = Counter("lotabots_v2_generations_total", "generations finished by the v2 model server",
                       ["finish_reason"])
+IN_FLIGHT = Gauge("lotabots_v2_sequences_in_flight", "sequences submitted and not yet finished")
 
 _REFUSED = {"empty_prompt", "context_length_exceeded"}  # the request's fault: INVALID_ARGUMENT / HTTP 400
 
@@ -88,11 +89,17 @@ class ChatGenerationModel(kserve.Model):
         loop = asyncio.get_running_loop()
         done: asyncio.Future[SequenceResult] = loop.create_future()
 
+        def settle(result: SequenceResult) -> None:
+            if not done.done():  # a cancelled call's future is done already
+                done.set_result(result)
+
         def finished(result: SequenceResult) -> None:  # engine thread
             GENERATIONS.labels(result.finish_reason).inc()
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
+            IN_FLIGHT.dec()
+            loop.call_soon_threadsafe(settle, result)
 
         seq_id = uuid.uuid4().hex  # never a client's id: the scheduler ignores an id already running
+        IN_FLIGHT.inc()
         self.scheduler.submit(seq_id, ids, params, on_finish=finished)
         try:
             result = await done
@@ -131,8 +138,8 @@ def _generation_request(inputs: dict[str, np.ndarray]) -> tuple[str, SequencePar
             raise InvalidInput(f"missing required input {spec.name!r}")
 
     def scalar(name: str, default: Any) -> Any:
-        values = np.asarray(inputs[name]).reshape(-1) if name in inputs else []
-        return values[0] if len(values) else default
+        values = np.asarray(inputs[name]).reshape(-1) if name in inputs else np.empty(0)
+        return values[0] if values.size else default
 
     prompt = _text(scalar("text_input", b""))
     max_tokens = int(scalar("max_tokens", 0))

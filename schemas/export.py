@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from schemas.auth_events import AUTH_WIRE_MODELS
 from schemas.events import WIRE_MODELS, WireModel, json_schema_of
 from schemas.usage import USAGE_WIRE_MODELS
+from schemas.webhook_events import WEBHOOK_WIRE_MODELS
 
-# Every exported model: the spine's plus each area's (usage: schemas/usage.py).
-EXPORTED_MODELS: list[type[WireModel]] = [*WIRE_MODELS, *USAGE_WIRE_MODELS]
+# Every exported model: the spine's plus each area's (auth: schemas/auth_events.py, usage: schemas/usage.py,
+# webhooks: schemas/webhook_events.py).
+EXPORTED_MODELS: list[type[WireModel]] = [*WIRE_MODELS, *AUTH_WIRE_MODELS, *USAGE_WIRE_MODELS,
+                                          *WEBHOOK_WIRE_MODELS]
 
 
 def schema_path(directory: Path, name: str, version: int) -> Path:

@@ -8,6 +8,11 @@ started elsewhere, and then nothing is started:
 * ``LOTABOTS_TEST_KAFKA_BOOTSTRAP``  e.g. ``127.0.0.1:9092``
 * ``LOTABOTS_TEST_DATABASE_URL``     e.g. ``postgresql+asyncpg://postgres@127.0.0.1:5432/lotabots_test``
 * ``LOTABOTS_TEST_REDIS_URL``        e.g. ``redis://127.0.0.1:6379/0``
+* ``LOTABOTS_TEST_CLICKHOUSE_URL``   a clickhouse-connect DSN, e.g. ``http://user:pw@127.0.0.1:8123/default``
+
+``LOTABOTS_TEST_SERVICES`` picks where the others come from: ``local`` (the default, what CI runs:
+processes below) or ``containers`` (Kafka, PostgreSQL and a real ClickHouse server started with
+testcontainers on a Docker engine; see the section at the end and docs/testing.md).
 
 Kafka is the real broker from lotabots/broker.py (jars cached once under the
 repository's data dir, ``.data/kafka/<version>/libs``); PostgreSQL is Debian's
@@ -27,7 +32,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +42,7 @@ from lotabots.settings import Settings
 ENV_KAFKA = "LOTABOTS_TEST_KAFKA_BOOTSTRAP"
 ENV_DATABASE = "LOTABOTS_TEST_DATABASE_URL"
 ENV_REDIS = "LOTABOTS_TEST_REDIS_URL"
+ENV_CLICKHOUSE = "LOTABOTS_TEST_CLICKHOUSE_URL"
 TEST_DATABASE = "lotabots_test"
 START_TIMEOUT_S = 60.0
 
@@ -59,6 +65,7 @@ class ServiceHandle:
     log_file: Path | None = None
     broker: LocalBroker | None = None
     _stop: Callable[[], None] | None = field(default=None, repr=False)
+    container: str | None = None  # the Docker container id when started by testcontainers
 
     @property
     def bootstrap(self) -> str:
@@ -72,7 +79,7 @@ class ServiceHandle:
 
     @property
     def external(self) -> bool:
-        return self.pid is None
+        return self.pid is None and self.container is None
 
     def stop(self) -> None:
         """Stop the spawned process (only that PID); safe to call twice."""
@@ -121,6 +128,8 @@ def start_kafka(tmpdir: Path, *, attempts: int = 3) -> ServiceHandle:
     external = os.environ.get(ENV_KAFKA)
     if external:
         return ServiceHandle("kafka", external)
+    if service_source("kafka") == "containers":
+        return start_kafka_container()
     jar_dir = _shared_jar_dir()
     last: BrokerError | None = None
     for _ in range(attempts):  # a free port can be taken between choosing and binding it
@@ -197,6 +206,8 @@ def start_postgres(tmpdir: Path) -> ServiceHandle:
     external = os.environ.get(ENV_DATABASE)
     if external:
         return ServiceHandle("postgres", external)
+    if service_source("postgres") == "containers":
+        return start_postgres_container()
     bindir = pg_bindir()
     user = "postgres" if os.geteuid() == 0 else None
     root, remove_root = _pg_root(tmpdir, user)
@@ -309,6 +320,179 @@ def _redis_ping(port: int) -> bool:
         return False
 
 
+# ---- ClickHouse: chDB in-process by default, a real server with containers ------------------
+
+
+def start_clickhouse(tmpdir: Path) -> ServiceHandle:
+    """A clickhouse-connect DSN: the env's, a ClickHouse server container, or chDB under ``tmpdir``.
+
+    The local default starts nothing: chDB is the embedded engine, opened by whoever uses the DSN.
+    """
+    source = service_source("clickhouse")
+    if source == "external":
+        return ServiceHandle("clickhouse", os.environ[ENV_CLICKHOUSE])
+    if source == "containers":
+        return start_clickhouse_container()
+    return ServiceHandle("clickhouse", f"chdb:///{(Path(tmpdir) / 'chdb').resolve().as_posix().lstrip('/')}")
+
+
+# ---- testcontainers (LOTABOTS_TEST_SERVICES=containers) ------------------------------------
+# Kept apart from the local path above: nothing here runs, or is imported, unless containers are asked
+# for. Images can be overridden with LOTABOTS_TEST_{KAFKA,POSTGRES,CLICKHOUSE}_IMAGE.
+
+ENV_MODE = "LOTABOTS_TEST_SERVICES"
+MODES = ("local", "containers")
+CONTAINER_SERVICES = ("kafka", "postgres", "clickhouse")  # Redis stays a local process in both modes
+_EXTERNAL_ENV = {"kafka": ENV_KAFKA, "postgres": ENV_DATABASE, "redis": ENV_REDIS, "clickhouse": ENV_CLICKHOUSE}
+CLICKHOUSE_USER = "lotabots"
+CLICKHOUSE_PASSWORD = "lotabots-test"
+
+
+def service_mode(env: Mapping[str, str] | None = None) -> str:
+    """``local`` (default) or ``containers``, from LOTABOTS_TEST_SERVICES; anything else is an error."""
+    raw = (os.environ if env is None else env).get(ENV_MODE, "").strip().lower() or "local"
+    if raw not in MODES:
+        raise ServiceError(f"{ENV_MODE}={raw!r} is not one of {', '.join(MODES)}")
+    return raw
+
+
+def service_source(name: str, env: Mapping[str, str] | None = None) -> str:
+    """Where service ``name`` comes from: ``external`` (its address is in the env), ``containers`` or ``local``."""
+    env = os.environ if env is None else env
+    if env.get(_EXTERNAL_ENV[name]):
+        return "external"
+    mode = service_mode(env)
+    return "containers" if mode == "containers" and name in CONTAINER_SERVICES else "local"
+
+
+def container_image(name: str, env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    defaults = {
+        "kafka": f"apache/kafka:{Settings().kafka_version}",  # the local broker's version
+        "postgres": "postgres:17-alpine",
+        "clickhouse": "clickhouse/clickhouse-server:25.8",
+    }
+    return env.get(f"LOTABOTS_TEST_{name.upper()}_IMAGE") or defaults[name]
+
+
+def kafka_container_env(host: str, port: int) -> dict[str, str]:
+    """apache/kafka settings for a single KRaft node that clients reach at ``host:port``.
+
+    The broker listens on ``port`` inside the container too, and the port is bound 1:1, so the address it
+    advertises is the one clients dial (a mapped random port would make metadata point elsewhere).
+    Broker behaviour mirrors infra/kafka/server.properties.tmpl (the local broker).
+    """
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:{port}",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_NUM_PARTITIONS": "1",
+        "KAFKA_DEFAULT_REPLICATION_FACTOR": "1",
+        "KAFKA_MIN_INSYNC_REPLICAS": "1",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    }
+
+
+def postgres_container_url(host: str, port: int, user: str, password: str, dbname: str) -> str:
+    """The async SQLAlchemy URL the platform uses (asyncpg), for a container's coordinates."""
+    return f"postgresql+asyncpg://{user}:{password}@{host}:{port}/{dbname}"
+
+
+def clickhouse_container_dsn(host: str, http_port: int, user: str, password: str, database: str = "default") -> str:
+    """A clickhouse-connect DSN over HTTP: the production client path (docs: DESIGN §3)."""
+    return f"http://{user}:{password}@{host}:{http_port}/{database}"
+
+
+def _require_docker() -> None:
+    """Fail loudly (never fall back to local processes) when containers were asked for but cannot run."""
+    try:
+        import docker  # testcontainers' own dependency
+        import testcontainers  # noqa: F401
+    except ImportError as e:
+        raise ServiceError(f"{ENV_MODE}=containers needs the testcontainers package "
+                           f"(pip install testcontainers): {e}") from e
+    try:
+        docker.from_env().ping()
+    except Exception as e:
+        raise ServiceError(f"{ENV_MODE}=containers needs a running Docker engine "
+                           f"(DOCKER_HOST={os.environ.get('DOCKER_HOST', 'unset')}): {e}") from e
+
+
+def _container_handle(name: str, address: str, container) -> ServiceHandle:  # type: ignore[no-untyped-def]
+    handle = ServiceHandle(name, address, _stop=lambda: container.stop(), container=container.get_container_id())
+    return _register(handle)
+
+
+def start_kafka_container() -> ServiceHandle:
+    _require_docker()
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    port = free_ports(1)[0]
+    container = DockerContainer(container_image("kafka"))
+    host = container.get_docker_client().host()
+    for key, value in kafka_container_env(host, port).items():
+        container.with_env(key, value)
+    container.with_bind_ports(port, port)
+    container.waiting_for(LogMessageWaitStrategy(r"Kafka Server started").with_startup_timeout(120))
+    container.start()
+    handle = _container_handle("kafka", f"{host}:{port}", container)
+    try:
+        import asyncio
+
+        from lotabots.topic_admin import wait_for_broker
+
+        asyncio.run(wait_for_broker(handle.address, timeout=START_TIMEOUT_S))
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+def start_postgres_container() -> ServiceHandle:
+    _require_docker()
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # testcontainers < 4.14 kept its modules at the top level
+        from testcontainers.postgres import PostgresContainer  # type: ignore[no-redef]
+
+    container = PostgresContainer(container_image("postgres"), username="postgres", password="postgres",
+                                  dbname=TEST_DATABASE, driver="asyncpg")
+    # the same durability trade-offs as the local test server: speed over crash safety
+    container.with_command("postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                           "-c max_connections=200")
+    container.start()
+    url = postgres_container_url(container.get_container_host_ip(), int(container.get_exposed_port(5432)),
+                                 "postgres", "postgres", TEST_DATABASE)
+    return _container_handle("postgres", url, container)
+
+
+def start_clickhouse_container() -> ServiceHandle:
+    _require_docker()
+    try:
+        from testcontainers.community.clickhouse import ClickHouseContainer
+    except ImportError:
+        from testcontainers.clickhouse import ClickHouseContainer  # type: ignore[no-redef]
+
+    container = ClickHouseContainer(container_image("clickhouse"), username=CLICKHOUSE_USER,
+                                    password=CLICKHOUSE_PASSWORD, dbname="default")
+    container.start()  # waits for HTTP /ping on 8123
+    dsn = clickhouse_container_dsn(container.get_container_host_ip(), int(container.get_exposed_port(8123)),
+                                   CLICKHOUSE_USER, CLICKHOUSE_PASSWORD)
+    return _container_handle("clickhouse", dsn, container)
+
+
 # ---- context managers for fixtures ---------------------------------------------------------
 
 
@@ -336,6 +520,16 @@ def postgres_service(tmpdir: Path) -> Iterator[ServiceHandle]:
 def redis_service(tmpdir: Path) -> Iterator[ServiceHandle]:
     """``with redis_service(tmp) as redis: redis.url``; stopped on exit."""
     handle = start_redis(tmpdir)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@contextlib.contextmanager
+def clickhouse_service(tmpdir: Path) -> Iterator[ServiceHandle]:
+    """``with clickhouse_service(tmp) as ch: ch.url`` (chDB DSN locally, HTTP DSN with containers)."""
+    handle = start_clickhouse(tmpdir)
     try:
         yield handle
     finally:

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from schemas.compat import incompatibilities
-from schemas.events import WIRE_MODELS, json_schema_of
-from schemas.export import schema_path
+from schemas.events import json_schema_of
+from schemas.export import EXPORTED_MODELS, schema_path
 
 EXPORTED = Path(__file__).resolve().parent.parent / "schemas" / "jsonschema"
 
 
-@pytest.mark.parametrize("model", WIRE_MODELS, ids=lambda m: m.SCHEMA_NAME)
+@pytest.mark.parametrize("model", EXPORTED_MODELS, ids=lambda m: m.SCHEMA_NAME)
 def test_model_matches_its_exported_schema_of_the_same_version(model) -> None:  # type: ignore[no-untyped-def]
     path = schema_path(EXPORTED, model.SCHEMA_NAME, model.SCHEMA_VERSION)
     assert path.exists(), f"{path.name} missing: run `lotabots schemas export`"
@@ -32,7 +32,7 @@ def test_model_matches_its_exported_schema_of_the_same_version(model) -> None:  
 
 def test_every_exported_version_is_kept() -> None:
     names = {p.name for p in EXPORTED.glob("*.json")}
-    for model in WIRE_MODELS:
+    for model in EXPORTED_MODELS:
         for v in range(1, model.SCHEMA_VERSION + 1):
             assert f"{model.SCHEMA_NAME}.v{v}.json" in names
 

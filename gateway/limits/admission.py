@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_REJECTION_EVENTS = 10_000
 
-RejectionSink = Callable[..., Awaitable[Any]]  # UsageEmitter.request_rejected
+RejectionSink = Callable[..., Coroutine[Any, Any, Any]]  # UsageEmitter.request_rejected
 
 
 @dataclass(slots=True)
@@ -190,7 +190,7 @@ class SubmitLimits:
         if len(self._pending) >= MAX_PENDING_REJECTION_EVENTS:
             REJECTION_EVENTS_DROPPED.inc()
             return
-        task = asyncio.create_task(self._on_rejected(
+        task: asyncio.Task[Any] = asyncio.create_task(self._on_rejected(
             tenant_id=who.tenant_id, tier=who.tier, reason=code,
             api_key_id=who.subject if who.kind == "api_key" else None,
         ))

@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lotabots.kafka_io import encode, make_producer
+from lotabots.kafka_io import decode, encode, make_consumer, make_producer
 from lotabots.settings import Settings
 from lotabots.tiers import TierConfig
-from schemas.topics import USAGE_QUOTA_STATE
-from schemas.usage import QuotaState
+from schemas.topics import USAGE_EVENTS, USAGE_QUOTA_STATE
+from schemas.usage import QuotaState, UsageEvent, UsageEventType
 from tests.limits.conftest import NewTenant
 from tests.limits.gateways import (
     BURST_RPM,
@@ -70,8 +70,9 @@ def _client(gateway: SpawnedGateway, key: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=gateway.url, timeout=60, headers={"Authorization": f"Bearer {key}"})
 
 
-async def test_the_rate_limit_is_exact_at_the_boundary(memory_gateway: SpawnedGateway, new_tenant: NewTenant) -> None:
-    _, key = await new_tenant("rl_burst")  # 12 a minute: T = 5 s, a burst of 12
+async def test_the_rate_limit_is_exact_at_the_boundary(memory_gateway: SpawnedGateway, new_tenant: NewTenant,
+                                                      kafka: ServiceHandle) -> None:
+    tenant_id, key = await new_tenant("rl_burst")  # 12 a minute: T = 5 s, a burst of 12
     async with _client(memory_gateway, key) as client:
         responses = await asyncio.gather(*(client.post("/v1/requests", json=HELLO) for _ in range(BURST_RPM + 4)))
         admitted = [r for r in responses if r.status_code == 202]
@@ -88,6 +89,9 @@ async def test_the_rate_limit_is_exact_at_the_boundary(memory_gateway: SpawnedGa
         await asyncio.sleep(max(int(r.headers["retry-after"]) for r in refused))
         again = [await client.post("/v1/requests", json=HELLO) for _ in range(2)]
         assert [r.status_code for r in again] == [202, 429]
+    # every refusal became a request.rejected usage fact
+    reasons = await _rejections(kafka.bootstrap, tenant_id, expect=5)
+    assert reasons == ["rate_limited"] * 5
 
 
 async def test_responses_carry_well_formed_ratelimit_fields(memory_gateway: SpawnedGateway,
@@ -194,6 +198,24 @@ async def test_the_faust_quota_state_is_enforced_from_start_and_followed_live(
         await _publish_quota_state(kafka.bootstrap, _today_state(tenant_id, 10**6, 0, day=yesterday))
         back = await _submit_until(client, lambda r: r.status_code == 202)
         await wait_terminal(client, back.json()["id"])
+
+
+async def _rejections(bootstrap: str, tenant_id: str, expect: int, timeout: float = 60) -> list[str]:
+    consumer = make_consumer(Settings(kafka_bootstrap=bootstrap), USAGE_EVENTS, group_id=None,
+                             client_id="test-rejections")
+    await consumer.start()
+    reasons: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(reasons) < expect and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    event = decode(UsageEvent, record.value)
+                    if event.type is UsageEventType.REQUEST_REJECTED and event.tenant_id == tenant_id:
+                        reasons.append(event.data.reason)  # type: ignore[union-attr]
+    finally:
+        await consumer.stop()
+    return reasons
 
 
 async def _submit_until(client: httpx.AsyncClient, done, timeout: float = 60) -> httpx.Response:  # type: ignore[no-untyped-def]
