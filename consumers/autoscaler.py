@@ -123,19 +123,36 @@ class Autoscaler:
 
     async def run(self) -> None:
         """Poll, decide and reconcile until :meth:`request_stop`; then stop every worker gracefully."""
-        reader = LagReader(self.settings.kafka_bootstrap)
+        reader = await self._connect()
         try:
-            await reader.start()
             log.info("autoscaling tiers %s every %.1fs", list(self.scalers), self.settings.autoscale_poll_interval_s)
-            while not self._stop.is_set():
+            while reader is not None and not self._stop.is_set():
                 await self.tick(reader)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), self.settings.autoscale_poll_interval_s)
-                except TimeoutError:
-                    pass
+                await self._sleep(self.settings.autoscale_poll_interval_s)
         finally:
-            await reader.close()
+            if reader is not None:
+                await reader.close()
             await asyncio.to_thread(self.stop_workers)
+
+    async def _connect(self) -> LagReader | None:
+        """A started lag reader; waits for the broker (workers could not run without it either)."""
+        while not self._stop.is_set():
+            reader = LagReader(self.settings.kafka_bootstrap)
+            try:
+                await reader.start()
+                return reader
+            except Exception as exc:
+                log.warning("no Kafka broker at %s yet (%r); retrying", self.settings.kafka_bootstrap, exc)
+                await reader.close()
+                self.write_status("waiting for Kafka")
+                await self._sleep(2.0)
+        return None
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            pass
 
     async def tick(self, reader: LagReader) -> None:
         """One control-loop pass over every tier, then the status file."""
@@ -227,7 +244,7 @@ def read_status(settings: Settings) -> dict[str, Any] | None:
         status = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    status["alive"] = status.get("state") == "running" and _pid_alive(int(status.get("pid", 0)))
+    status["alive"] = status.get("state") != "stopped" and _pid_alive(int(status.get("pid", 0)))
     return status
 
 
@@ -236,7 +253,7 @@ def status_lines(settings: Settings) -> list[str]:
     status = read_status(settings)
     if status is None:
         return ["autoscaler: no status (not started: `lotabots autoscale`)"]
-    head = (f"autoscaler pid {status['pid']}: running, updated {status['updated_at']}" if status["alive"]
+    head = (f"autoscaler pid {status['pid']}: {status['state']}, updated {status['updated_at']}" if status["alive"]
             else f"autoscaler: not running (last status {status['updated_at']}, {status['state']})")
     lines = [head]
     for name, t in status["tiers"].items():

@@ -7,6 +7,7 @@ lag never triggers a rebalance of the workers it measures.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -51,8 +52,11 @@ class LagReader:
         await self._offsets.start()
 
     async def close(self) -> None:
-        await self._offsets.stop()
-        await self._admin.close()
+        """Idempotent; safe after a failed start."""
+        with contextlib.suppress(Exception):
+            await self._offsets.stop()
+        with contextlib.suppress(Exception):
+            await self._admin.close()
 
     async def read(self, group: str, topic: str) -> GroupLag:
         try:
