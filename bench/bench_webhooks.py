@@ -262,6 +262,9 @@ def main() -> None:
                 paced_lat = latencies_ms(asyncio.run(wait_arrivals(sink, set(paced), 120)))
 
                 burst = asyncio.run(insert_requests(pg.url, tenant_id, args.burst, "b"))
+                if os.environ.get("BENCH_PROFILE"):  # collapsed stacks of the dispatcher during the burst
+                    subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "-d", "10", "-o", os.environ["BENCH_PROFILE"], "-f", "raw",
+                                      "-p", str(dispatcher.pid)])
                 start = time.time()
                 asyncio.run(produce_events(kafka.bootstrap, tenant_id, burst, None))
                 arrived = asyncio.run(wait_arrivals(sink, set(burst), 600))

@@ -125,7 +125,9 @@ class Autoscaler:
         """Poll, decide and reconcile until :meth:`request_stop`; then stop every worker gracefully."""
         reader = await self._connect()
         try:
-            log.info("autoscaling tiers %s every %.1fs", list(self.scalers), self.settings.autoscale_poll_interval_s)
+            if reader is not None:
+                log.info("autoscaling tiers %s every %.1fs", list(self.scalers),
+                         self.settings.autoscale_poll_interval_s)
             while reader is not None and not self._stop.is_set():
                 await self.tick(reader)
                 await self._sleep(self.settings.autoscale_poll_interval_s)

@@ -72,10 +72,10 @@ def _billing_agent(s: UsageStream) -> None:
                     USAGE_DEAD_LETTERS.labels("stream", fact.code).inc()
                     USAGE_EVENTS_IN.labels("dead_lettered").inc()
                     continue
-                if fact.id in seen:
+                if seen.is_duplicate(fact.id, message.partition, message.offset):
                     USAGE_EVENTS_IN.labels("duplicate").inc()
                     continue
-                seen.remember(message.partition, fact.id, now)
+                seen.remember(message.partition, message.offset, fact.id, now)
                 billable = price_usage_event(fact, tiers.get(fact.data.tier).prices)
                 await topics.billable.send(key=billable.tenant_id.encode(), value=billable.model_dump_json().encode())
                 USAGE_EVENTS_IN.labels("billable").inc()
@@ -89,7 +89,7 @@ def _quota_agent(s: UsageStream) -> None:
     async def usage_quota(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             now = datetime.now(UTC)
-            changed: dict[str, tuple[int, QuotaState]] = {}
+            changed: dict[str, tuple[int, int, QuotaState]] = {}
             for event in events:
                 try:
                     fact = BillableUsage.model_validate_json(event.value)
@@ -99,21 +99,29 @@ def _quota_agent(s: UsageStream) -> None:
                     continue
                 if not (fact.requests or fact.prompt_tokens or fact.completion_tokens):
                     continue  # rejections do not count against a quota
+                message = event.message
                 previous = changed.get(fact.tenant_id)
-                state = previous[1] if previous else _load_quota(table, fact.tenant_id)
-                changed[fact.tenant_id] = (event.message.partition, fold_quota(state, fact, now))
-            # one table write and one quota-state record per tenant per batch, not per fact
-            for tenant_id, (partition, state) in changed.items():
+                applied, state = (previous[1], previous[2]) if previous else _load_quota(table, fact.tenant_id)
+                if message.offset <= applied:
+                    continue  # folded before a crash (its table write was durable): not twice
+                changed[fact.tenant_id] = (message.partition, message.offset, fold_quota(state, fact, now))
+            # one table write and one quota-state record per tenant per batch, not per fact; the table keeps
+            # the last folded offset with the counters (one record), so a replay after a crash folds each
+            # billable fact once (a tenant's facts are all on one partition: the key is the tenant id)
+            for tenant_id, (partition, offset, state) in changed.items():
                 value = state.model_dump(mode="json")
-                table.data[tenant_id] = value
-                table.send_changelog(partition, tenant_id, value)
+                table.data[tenant_id] = {"state": value, "offset": offset}
+                table.send_changelog(partition, tenant_id, {"state": value, "offset": offset})
                 await topics.quota_state.send(key=tenant_id.encode(), value=orjson.dumps(value))
                 USAGE_QUOTA_UPDATES.inc()
 
 
-def _load_quota(table: Any, tenant_id: str) -> QuotaState | None:
+def _load_quota(table: Any, tenant_id: str) -> tuple[int, QuotaState | None]:
+    """The last folded offset of ``usage.billable`` and the counters, for one tenant."""
     value = table.data.get(tenant_id)
-    return QuotaState.model_validate(value) if value else None
+    if not value:
+        return -1, None
+    return int(value["offset"]), QuotaState.model_validate(value["state"])
 
 
 def _housekeeping(s: UsageStream) -> None:

@@ -1,10 +1,15 @@
-"""Deduplication screen: an event id seen within the TTL is dropped.
+"""Deduplication screen: an event id already seen at another place in ``usage.events`` is dropped.
 
-The ids live in a Faust table (changelogged, so a restarted worker remembers them). The table is written
-with an explicit partition (the source message's): the agent works on batches, where Faust's implicit
-"current event" would name only one message's partition. Each value is ``[first_seen_epoch_s, partition]``;
-entries older than the TTL are deleted (tombstoned) by a periodic sweep. The TTL is set longer than
-``usage.events`` retention, so no replay can bring back an id that was already forgotten.
+The ids live in a Faust table (changelogged, so a restarted worker remembers them), each with where it
+was first seen: ``[first_seen_epoch_s, partition, offset]``. A message is a duplicate when its id was
+first seen at a *different* offset. The same message read again (the worker died after recording the id
+but before its output and offset commit were durable) is not a duplicate: it is emitted again, and the
+usage service drops the repeat by event id. Without that rule a crash in that window would lose the fact.
+
+The table is written with an explicit partition (the source message's): the agent works on batches,
+where Faust's implicit "current event" would name only one message's partition. Entries older than the
+TTL are deleted (tombstoned) by a periodic sweep; the TTL is longer than ``usage.events`` retention, so
+no replay can bring back an id that was already forgotten.
 """
 
 from __future__ import annotations
@@ -37,8 +42,16 @@ class SeenEvents:
     def __contains__(self, event_id: str) -> bool:
         return event_id in self.table.data
 
-    def remember(self, partition: int, event_id: str, now: float) -> None:
-        value = [int(now), partition]
+    def is_duplicate(self, event_id: str, partition: int, offset: int) -> bool:
+        """Seen before at another offset (the same message re-read after a crash is not a duplicate)."""
+        first = self.table.data.get(event_id)
+        return first is not None and (int(first[1]), int(first[2]) if len(first) > 2 else -1) != (partition, offset)
+
+    def remember(self, partition: int, offset: int, event_id: str, now: float) -> None:
+        """Record where an id was first seen (a no-op for an id already recorded)."""
+        if event_id in self.table.data:
+            return
+        value = [int(now), partition, offset]
         self.table.data[event_id] = value
         self.table.send_changelog(partition, event_id, value)
         self._order.append((now, partition, event_id))

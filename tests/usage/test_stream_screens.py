@@ -108,18 +108,28 @@ class _FakeTable:
 def test_seen_ids_are_changelogged_to_their_source_partition_and_expire_after_the_ttl() -> None:
     table = _FakeTable()
     seen = SeenEvents(table, ttl_s=100)
-    seen.remember(3, "a", now=1000)
-    seen.remember(5, "b", now=1050)
+    seen.remember(3, 70, "a", now=1000)
+    seen.remember(5, 80, "b", now=1050)
+    seen.remember(5, 81, "b", now=1060)  # already known: where it was first seen stays
     assert "a" in seen and "b" in seen and "c" not in seen
-    assert table.changelog == [(3, "a", [1000, 3]), (5, "b", [1050, 5])]
+    assert table.changelog == [(3, "a", [1000, 3, 70]), (5, "b", [1050, 5, 80])]
     assert seen.expire(now=1099, owns=lambda p: True) == 0
     assert seen.expire(now=1101, owns=lambda p: True) == 1
     assert "a" not in seen and "b" in seen and table.changelog[-1] == (3, "a", None)
 
 
+def test_a_message_read_again_after_a_crash_is_not_its_own_duplicate() -> None:
+    seen = SeenEvents(_FakeTable(), ttl_s=100)
+    seen.remember(2, 500, "r1:accepted", now=1)
+    assert not seen.is_duplicate("r1:accepted", 2, 500), "re-delivery of the same message: emit it again"
+    assert seen.is_duplicate("r1:accepted", 2, 731), "the same fact sent again: drop it"
+    assert seen.is_duplicate("r1:accepted", 4, 500)
+    assert not seen.is_duplicate("r2:accepted", 2, 731)
+
+
 def test_expiry_after_recovery_uses_the_recovered_times_and_spares_other_workers_partitions() -> None:
     table = _FakeTable()
-    table.data.update({"old": [10, 1], "other": [10, 2], "new": [500, 1]})  # as recovered from the changelog
+    table.data.update({"old": [10, 1, 0], "other": [10, 2, 0], "new": [500, 1, 1]})  # recovered from the changelog
     seen = SeenEvents(table, ttl_s=100)
     seen.reindex()
     assert seen.expire(now=200, owns=lambda p: p == 1) == 1
