@@ -6,12 +6,13 @@ a redelivered `results` message finds its deliveries already there and does not 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, true, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.webhook_sender import AttemptOutcome
@@ -25,6 +26,7 @@ from schemas.webhook_tables import webhook_deliveries as D
 from schemas.webhook_tables import webhook_endpoints as E
 
 PENDING, RETRYING, SUCCEEDED, FAILED = "pending", "retrying", "succeeded", "failed"
+RECORD_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class DispatchStore:
     def __init__(self, engine: AsyncEngine, secrets: SigningSecretStore) -> None:
         self.engine = engine
         self.secrets = secrets
+        self._pending: list[tuple[DeliveryContext, AttemptRecord, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def plan(self, events: Sequence[RequestLifecycleEvent]) -> list[list[PlannedDelivery]]:
         """The deliveries each event causes (aligned with `events`); two queries for the whole batch."""
@@ -120,32 +124,75 @@ class DispatchStore:
         return (await self.contexts([delivery_id])).get(delivery_id)
 
     async def record(self, ctx: DeliveryContext, rec: AttemptRecord) -> None:
-        """The attempt's log row, the delivery's new state and the endpoint's health, in one transaction."""
+        """Log the attempt, set the delivery's state and the endpoint's health; returns once committed.
+
+        Concurrent records share one transaction (group commit), so the log keeps up with deliveries.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((ctx, rec, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:RECORD_BATCH], self._pending[RECORD_BATCH:]
+            try:
+                await self._write(batch)
+            except Exception:
+                await self._one_by_one(batch)  # one bad record must not fail the others
+                continue
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _one_by_one(self, batch: list[tuple[DeliveryContext, AttemptRecord, asyncio.Future[None]]]) -> None:
+        for item in batch:
+            future = item[2]
+            try:
+                await self._write([item])
+            except Exception as exc:  # its caller retries it
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _write(self, batch: list[tuple[DeliveryContext, AttemptRecord, asyncio.Future[None]]]) -> None:
         now = datetime.now(UTC)
-        o = rec.outcome
-        delivered = rec.status == SUCCEEDED
-        async with self.engine.begin() as conn:
-            await conn.execute(A.insert().values(
-                id=new_id("wha"), delivery_id=ctx.delivery.id, attempt=rec.attempt, attempted_at=now,
-                status_code=o.status_code, latency_ms=o.latency_ms, response_body=o.response_body, error=o.error,
-                next_attempt_at=rec.next_attempt_at, replay=rec.replay,
-            ))
-            values: dict[str, Any] = {
-                "attempts": rec.attempt, "status": rec.status, "next_attempt_at": rec.next_attempt_at,
-                "last_status_code": o.status_code, "last_error": o.error, "updated_at": now,
-            }
-            if delivered:
-                values["delivered_at"] = now
-            await conn.execute(update(D).where(D.c.id == ctx.delivery.id).values(**values))
+        attempts, deliveries = [], []
+        healthy, failing, disabled = [], [], []
+        for ctx, rec, _ in batch:
+            o = rec.outcome
+            attempts.append({
+                "id": new_id("wha"), "delivery_id": ctx.delivery.id, "attempt": rec.attempt, "attempted_at": now,
+                "status_code": o.status_code, "latency_ms": o.latency_ms, "response_body": o.response_body,
+                "error": o.error, "next_attempt_at": rec.next_attempt_at, "replay": rec.replay,
+            })
+            deliveries.append({
+                "b_id": ctx.delivery.id, "b_attempts": rec.attempt, "b_status": rec.status,
+                "b_next": rec.next_attempt_at, "b_code": o.status_code, "b_error": o.error,
+                "b_delivered": now if rec.status == SUCCEEDED else None,
+            })
             endpoint_id = ctx.delivery.endpoint_id
             if endpoint_id is None or not rec.attempted:
-                return
-            if delivered:
-                await conn.execute(update(E).where(and_(E.c.id == endpoint_id, E.c.failing_since.is_not(None)))
-                                   .values(failing_since=None, updated_at=now))
-            else:
-                await conn.execute(update(E).where(and_(E.c.id == endpoint_id, E.c.failing_since.is_(None)))
-                                   .values(failing_since=now, updated_at=now))
+                continue
+            (healthy if rec.status == SUCCEEDED else failing).append({"b_id": endpoint_id})
             if rec.disable_reason:
-                await conn.execute(update(E).where(and_(E.c.id == endpoint_id, E.c.enabled == true())).values(
-                    enabled=False, disabled_reason=rec.disable_reason, disabled_at=now, updated_at=now))
+                disabled.append({"b_id": endpoint_id, "b_reason": rec.disable_reason})
+        async with self.engine.begin() as conn:
+            await conn.execute(A.insert(), attempts)
+            await conn.execute(update(D).where(D.c.id == bindparam("b_id")).values(
+                attempts=bindparam("b_attempts"), status=bindparam("b_status"), next_attempt_at=bindparam("b_next"),
+                last_status_code=bindparam("b_code"), last_error=bindparam("b_error"), updated_at=now,
+                delivered_at=func.coalesce(bindparam("b_delivered", type_=D.c.delivered_at.type), D.c.delivered_at),
+            ), deliveries)
+            if healthy:
+                await conn.execute(update(E).where(and_(E.c.id == bindparam("b_id"), E.c.failing_since.is_not(None)))
+                                   .values(failing_since=None, updated_at=now), healthy)
+            if failing:
+                await conn.execute(update(E).where(and_(E.c.id == bindparam("b_id"), E.c.failing_since.is_(None)))
+                                   .values(failing_since=now, updated_at=now), failing)
+            if disabled:
+                await conn.execute(update(E).where(and_(E.c.id == bindparam("b_id"), E.c.enabled == true())).values(
+                    enabled=False, disabled_reason=bindparam("b_reason"), disabled_at=now, updated_at=now), disabled)

@@ -12,6 +12,7 @@ from gateway.api_keys import ApiKeyVerifier
 from gateway.auth.app import auth_routers, start_embedded_auth
 from gateway.auth.gateway_wiring import gateway_token_verifier
 from gateway.errors import install_error_handlers
+from gateway.fast_lane import install_fast_lane
 from gateway.limits.lifecycle import start_limits, stop_limits
 from gateway.metrics import MetricsMiddleware, metrics_response
 from gateway.request_service import RequestService
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="LotaBots gateway", version="1", lifespan=lifespan, default_response_class=JSONBytes,
                   telemetry=NO_OTEL)
     install_error_handlers(app)
+    install_fast_lane(app)
     app.add_middleware(MetricsMiddleware)
     app.include_router(requests_router.router)
     components = _components()

@@ -20,6 +20,10 @@ HTTP_LATENCY = Histogram(
 _children: dict[tuple[str, str, str, str], tuple[object, object]] = {}
 
 
+def observe_request(route: str, method: str, status: int, tier: str, seconds: float) -> None:
+    _observe(route, method, str(status), tier, seconds)
+
+
 def _observe(route: str, method: str, status: str, tier: str, seconds: float) -> None:
     key = (route, method, status, tier)
     pair = _children.get(key)

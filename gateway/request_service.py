@@ -9,7 +9,6 @@ result writer are idempotent per request id.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -28,7 +27,7 @@ from gateway.request_models import SubmitRequestBody
 from gateway.request_store import GroupCommitInserter
 from gateway.security import Principal
 from lotabots.ids import new_id
-from lotabots.kafka_io import encode
+from lotabots.kafka_io import StickyPartitions, encode
 from lotabots.tiers import TierConfig
 from lotabots.usage_events import UsageEmitter
 from schemas.events import ControlAction, ControlSignal, GenerationParams, InferenceRequest, RequestStatus
@@ -52,6 +51,7 @@ class RequestService:
         self.producer = producer
         self.tiers = tiers
         self.inserter = GroupCommitInserter(engine, R)
+        self._sticky = StickyPartitions(producer)
         self.usage = UsageEmitter(producer)  # the `request accepted` fact rides with every publish
         # Checks a submit's webhook fields and returns the row's webhook columns (SSRF guard, endpoint
         # ownership); installed by gateway.routers.webhooks.start. Without it webhook fields are refused.
@@ -134,13 +134,18 @@ class RequestService:
         try:
             # The usage fact (id `<request id>:accepted`, so a replay re-sends the same fact) is acked
             # with the request itself: a 202 always has its billable record.
-            await asyncio.gather(
-                self.producer.send_and_wait(request_topic(row["tier"]), message, key=key),
-                self.usage.request_accepted(
-                    tenant_id=row["tenant_id"], tier=row["tier"], request_id=row["id"],
-                    max_tokens_reserved=row["params"]["max_tokens"], api_key_id=api_key_id, at=row["created_at"],
-                ),
+            # Both records are enqueued first and their acks awaited after (no gather/tasks per submit).
+            topic = request_topic(row["tier"])
+            # A conversation's requests keep their order (hash of the conversation id); lone requests have
+            # no order to keep, so they ride sticky partitions and fill real batches.
+            partition = None if row["conversation_id"] else self._sticky.partition(topic)
+            request_ack = await self.producer.send(topic, message, key=key, partition=partition)
+            usage_ack = await self.usage.send_request_accepted(
+                tenant_id=row["tenant_id"], tier=row["tier"], request_id=row["id"],
+                max_tokens_reserved=row["params"]["max_tokens"], api_key_id=api_key_id, at=row["created_at"],
             )
+            await request_ack
+            await usage_ack
         except Exception as exc:  # the broker did not take it: tell the client to retry (same Idempotency-Key)
             raise ApiError(
                 503, "queue_unavailable", "the request could not be queued; retry with the same Idempotency-Key",

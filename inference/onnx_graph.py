@@ -93,6 +93,7 @@ class Variant:
     np_float: type = np.float32
 
     opset = OPSET
+    fused_attention = False  # com.microsoft.GroupQueryAttention (RoPE, cache append, masking in one op)
     keep_blocks = False  # read the GGUF's quantised blocks as they are (BlockQuantized) instead of floats
     contrib_ops = False  # RMSNorm/RoPE as ORT contrib ops (CUDA kernels) instead of opset-23 ops
 
@@ -358,20 +359,30 @@ def build_graph(
         [visible, g.const("zero_f", np.array(0, dtype=npf)), g.const("neg_f", np.array(neg, dtype=npf))],
         name="attn_bias",
     )  # [B,1,S,T]
-    # queries are laid out [B, kv_head, group * S, D] (group-major), so repeat the bias rows per group
-    bias = g.op(
-        "Tile",
-        [bias, g.const("bias_reps", np.array([1, 1, H // KV, 1], dtype=np.int64))],
-        name="attn_bias_groups",
-    )
-    shapes = {
-        "q5": g.const("shape_q5", np.array([0, -1, KV, H // KV, D], dtype=np.int64)),
-        "qg": g.const("shape_qg", np.array([0, KV, -1, D], dtype=np.int64)),
-        "kv4": g.const("shape_kv4", np.array([0, -1, KV, D], dtype=np.int64)),
-        "a5": g.const("shape_a5", np.array([0, KV, H // KV, -1, D], dtype=np.int64)),
-        "out": g.const("shape_attn_out", np.array([0, -1, H * D], dtype=np.int64)),
-        "scale": g.const("attn_scale", np.array(1.0 / np.sqrt(D), dtype=npf)),
-    }
+    gqa_inputs: list[str] = []
+    if variant.fused_attention:  # GroupQueryAttention's per-step inputs, shared by all layers
+        total_i32 = g.op("Cast", [total], name="total_len_i32", to=TensorProto.INT32)
+        batch = g.op("Gather", [ids_shape, zero], name="batch_size", axis=0)
+        batch_1d = g.op("Unsqueeze", [batch, g.const("axes_0", np.array([0], dtype=np.int64))])
+        last = g.op("Sub", [total_i32, g.const("one_i32", np.array(1, dtype=np.int32))], name="last_col")
+        seqlens = g.op("Expand", [last, batch_1d], name="seqlens_k")  # [B]: every row ends at the last column
+        gqa_inputs = [seqlens, total_i32, bias]
+    else:
+        # queries are laid out [B, kv_head, group * S, D] (group-major), so repeat the bias rows per group
+        bias = g.op(
+            "Tile",
+            [bias, g.const("bias_reps", np.array([1, 1, H // KV, 1], dtype=np.int64))],
+            name="attn_bias_groups",
+        )
+        shapes = {
+            "q5": g.const("shape_q5", np.array([0, -1, KV, H // KV, D], dtype=np.int64)),
+            "qg": g.const("shape_qg", np.array([0, KV, -1, D], dtype=np.int64)),
+            "kv4": g.const("shape_kv4", np.array([0, -1, KV, D], dtype=np.int64)),
+            "a5": g.const("shape_a5", np.array([0, KV, H // KV, -1, D], dtype=np.int64)),
+            "out": g.const("shape_attn_out", np.array([0, -1, H * D], dtype=np.int64)),
+            "scale": g.const("attn_scale", np.array(1.0 / np.sqrt(D), dtype=npf)),
+        }
+        qkv_split = g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))
 
     cos_t, sin_t = rope_tables(hp, options.max_positions or hp.max_position_embeddings)
     cos = g.const("rope_cos", cos_t.astype(npf))
@@ -384,7 +395,6 @@ def build_graph(
                         num_heads=heads, interleaved=0)
         return g.op("RotaryEmbedding", [t, cos, sin, "position_ids"], name=name, num_heads=heads)
 
-    qkv_split = g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))
     gate_up_split = g.const("gate_up_split", np.array([hp.intermediate_size] * 2, dtype=np.int64))
 
     # ---- decoder layers
@@ -410,16 +420,27 @@ def build_graph(
             )
         qkv_w = concat_rows([lw.q, lw.k, lw.v])
         qkv = variant.linear(g, h, qkv_w, f"{p}.self_attn.qkv_proj")
-        q, k, v = g.ops(
-            "Split",
-            [qkv, qkv_split],
-            outputs=3,
-            name=f"{p}.self_attn.qkv_split",
-            axis=-1,
-        )
-        q = rope(q, H, f"{p}.self_attn.q_rope")
-        k = rope(k, KV, f"{p}.self_attn.k_rope")
-        attn = _grouped_attention(g, i, q, k, v, bias, shapes)
+        if variant.fused_attention:
+            seqlens, total_i32, pad_bias = gqa_inputs
+            attn = g.ops(
+                "GroupQueryAttention",
+                [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_i32,
+                 cos, sin, "position_ids", pad_bias],
+                [g.name(f"{p}.self_attn.out"), f"present.{i}.key", f"present.{i}.value"],
+                name=f"{p}.self_attn.gqa", domain=MS_DOMAIN,
+                num_heads=H, kv_num_heads=KV, do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(D)),
+            )[0]
+        else:
+            q, k, v = g.ops(
+                "Split",
+                [qkv, qkv_split],
+                outputs=3,
+                name=f"{p}.self_attn.qkv_split",
+                axis=-1,
+            )
+            q = rope(q, H, f"{p}.self_attn.q_rope")
+            k = rope(k, KV, f"{p}.self_attn.k_rope")
+            attn = _grouped_attention(g, i, q, k, v, bias, shapes)
         o = variant.linear(g, attn, lw.o, f"{p}.self_attn.o_proj")
         ln2 = g.const(f"{p}.post_attention_layernorm.weight", variant.cast_float(lw.ffn_norm))
         h, _, _, residual = g.ops(

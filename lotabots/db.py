@@ -32,7 +32,9 @@ def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **_JSON)
+    # No pre-ping: it costs a round trip per checkout on the submit path; a dead connection fails its
+    # statement instead (the caller answers 503 / retries) and is recycled from the pool.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **_JSON)
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]

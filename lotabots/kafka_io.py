@@ -47,3 +47,37 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, client
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         **kw,
     )
+
+
+class StickyPartitions:
+    """Partition choice for messages whose order does not matter (Kafka's sticky-partitioner idea, KIP-480).
+
+    Hashing a unique key spreads consecutive messages over every partition, so each record batch holds
+    one message and both client and broker pay per-message overhead. Staying on one partition for a
+    few milliseconds (or `batch` messages) fills real batches; moving on keeps the load even.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, *, batch: int = 64, linger_s: float = 0.005) -> None:
+        self._producer = producer
+        self._batch = batch
+        self._linger_s = linger_s
+        self._current: dict[str, tuple[int, int, float]] = {}  # topic -> (partition, sent, since)
+
+    def partition(self, topic: str) -> int | None:
+        import random
+        import time
+
+        now = time.monotonic()
+        state = self._current.get(topic)
+        if state is not None and state[1] < self._batch and now - state[2] < self._linger_s:
+            self._current[topic] = (state[0], state[1] + 1, state[2])
+            return state[0]
+        partitions = self._producer.client.cluster.partitions_for_topic(topic)
+        if not partitions:
+            return None  # metadata not known yet: let the producer hash the key
+        choices = sorted(partitions)
+        if state is not None and len(choices) > 1:
+            choices.remove(state[0]) if state[0] in choices else None
+        chosen = random.choice(choices)
+        self._current[topic] = (chosen, 1, now)
+        return chosen

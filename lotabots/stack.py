@@ -1,8 +1,8 @@
 """`lotabots up|demo|status`: run the whole platform on one machine, supervised.
 
 `up` starts the broker if needed, syncs topics, migrates the DB, builds the model if missing, then
-runs the gateway, one inference worker per tier and the result writer as child processes, restarting
-any that die. Ctrl-C (or SIGTERM) stops them in order: gateway first, then workers (which finish or
+runs the gateway, the autoscaler (which keeps each tier's inference workers between the tier's bounds,
+scaling by consumer lag) and the result writer as child processes, restarting any that die. Ctrl-C (or SIGTERM) stops them in order: gateway first, then workers (which finish or
 hand back their in-flight generations), then the result writer, then the broker if `up` started it.
 """
 
@@ -83,14 +83,14 @@ def _ensure_demo_tenant(settings: Settings) -> dict[str, str]:
 
 
 def _children(settings: Settings) -> list[Child]:
-    port = 9101
-    kids = [Child("gateway", ["serve", "gateway"])]
-    for tier in get_tier_config().names:
-        kids.append(Child(f"inference-{tier}", ["worker", "inference", "--tier", tier],
-                          {"LOTABOTS_METRICS_PORT": str(port)}))
-        port += 1
-    kids.append(Child("results", ["worker", "results"], {"LOTABOTS_METRICS_PORT": str(port)}))
-    return kids
+    """Gateway, the autoscaler (which runs each tier's inference workers within its bounds, by lag),
+    the result writer. Metrics ports: 9101 autoscaler, 9102 results, 9200+ inference workers."""
+    return [
+        Child("gateway", ["serve", "gateway"]),
+        Child("autoscaler", ["autoscale"], {"LOTABOTS_METRICS_PORT": "9101",
+                                            "LOTABOTS_AUTOSCALE_WORKER_METRICS_PORT_BASE": "9200"}),
+        Child("results", ["worker", "results"], {"LOTABOTS_METRICS_PORT": "9102"}),
+    ]
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -161,8 +161,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         time.sleep(0.5)
 
     print("stopping ...", flush=True)
-    order = [k for k in kids if k.name == "gateway"] + [k for k in kids if k.name.startswith("inference")] + \
-        [k for k in kids if k.name == "results"]
+    order = [k for k in kids if k.name == "gateway"] + [k for k in kids if k.name == "autoscaler"] + \
+        [k for k in kids if k.name not in ("gateway", "autoscaler")]
     for kid in order:
         kid.stop(timeout=settings.inference_drain_timeout_s + 10)
     if started_broker:
@@ -220,4 +220,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except httpx.HTTPError:
         ok = False
     print(f"gateway {url}: {'ready' if ok else 'not reachable'}")
+    from consumers.autoscaler import status_lines
+
+    print("\n".join(status_lines(settings)))
     return 0 if ok else 1

@@ -7,7 +7,9 @@ tenant's facts land on one partition, which is what the Faust app's per-tenant t
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -29,6 +31,7 @@ from schemas.usage import (
 )
 
 USAGE_EVENTS_PRODUCED = Counter("lotabots_usage_events_produced_total", "usage facts produced", ["type"])
+_ACCEPTED_PRODUCED = USAGE_EVENTS_PRODUCED.labels(UsageEventType.REQUEST_ACCEPTED.value)
 
 
 def _utc(at: datetime) -> datetime:
@@ -55,10 +58,20 @@ class UsageEmitter:
         self, *, tenant_id: str, tier: str, request_id: str, max_tokens_reserved: int,
         api_key_id: str | None = None, at: datetime | None = None,
     ) -> None:
-        """The gateway answered 202 for ``request_id`` (id ``<request_id>:accepted``).
+        """The gateway answered 202 for ``request_id`` (id ``<request_id>:accepted``); awaits the ack."""
+        await (await self.send_request_accepted(tenant_id=tenant_id, tier=tier, request_id=request_id,
+                                                max_tokens_reserved=max_tokens_reserved, api_key_id=api_key_id,
+                                                at=at))
 
-        On the submit hot path: the CloudEvent is written with orjson straight from trusted values
-        (tests pin that it decodes as a valid :class:`UsageEvent`).
+    async def send_request_accepted(
+        self, *, tenant_id: str, tier: str, request_id: str, max_tokens_reserved: int,
+        api_key_id: str | None = None, at: datetime | None = None,
+    ) -> asyncio.Future[Any]:
+        """Enqueue the `request accepted` fact and return the broker-ack future (the submit hot path awaits
+        it next to the request's own publish, without a gather/task per submit).
+
+        The CloudEvent is written with orjson straight from trusted values (tests pin that it decodes
+        as a valid :class:`UsageEvent`).
         """
         data: dict[str, object] = {"tenant_id": tenant_id, "tier": tier, "request_id": request_id,
                                    "max_tokens_reserved": max_tokens_reserved}
@@ -70,8 +83,9 @@ class UsageEmitter:
             "subject": request_id, "time": _utc(at or datetime.now(UTC)), "datacontenttype": "application/json",
             "dataschemaversion": 1, "data": data,
         })
-        await self.producer.send_and_wait(self.topic, payload, key=tenant_id.encode())
-        USAGE_EVENTS_PRODUCED.labels(UsageEventType.REQUEST_ACCEPTED.value).inc()
+        future = await self.producer.send(self.topic, payload, key=tenant_id.encode())
+        _ACCEPTED_PRODUCED.inc()
+        return future
 
     async def request_rejected(
         self, *, tenant_id: str, tier: str, reason: str, api_key_id: str | None = None,

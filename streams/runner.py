@@ -20,6 +20,7 @@ def run_usage_stream(settings: Settings) -> int:
     from lotabots.tiers import get_tier_config
     from streams.app import build_usage_app
 
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust's table stores live here
     stream = build_usage_app(settings, get_tier_config())
     app = stream.app
 

@@ -205,7 +205,7 @@ async def test_an_endpoint_failing_continuously_is_disabled_and_says_why(
 
 
 async def test_replay_resends_failed_deliveries_with_the_same_webhook_id(
-    hook_api: httpx.AsyncClient, receiver: Receiver
+    hook_api: httpx.AsyncClient, receiver: Receiver, kafka
 ) -> None:
     path = _path()
     attempts = len(SCHEDULE_S) + 1
@@ -221,6 +221,10 @@ async def test_replay_resends_failed_deliveries_with_the_same_webhook_id(
         return all([(await _delivery(hook_api, w))["status"] == "failed" for w in webhook_ids])
 
     await wait_until(all_failed)
+    for webhook_id in webhook_ids:  # the last attempt failed: dead-lettered with what was sent
+        (letter,) = await dead_letters(kafka.bootstrap, webhook_id)
+        assert letter["error_code"] == "retries_exhausted" and letter["attempts"] == attempts
+        assert letter["last_status_code"] == 500 and letter["source_topic"].startswith("webhooks.retry.")
     one = sorted(webhook_ids)[0]
     r = await hook_api.post(f"/v1/webhooks/deliveries/{one}/replay")
     assert r.status_code == 202, r.text
