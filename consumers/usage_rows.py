@@ -40,14 +40,28 @@ class BadBillable(ValueError):
     """A usage.billable message that cannot become a row (poison)."""
 
 
-def billable_row(raw: bytes | None, partition: int, offset: int) -> list[Any]:
-    """One ``usage.billable`` message (BillableUsage JSON) as a row; the token is filled in per batch.
+def billable_rows(raw: bytes | None, partition: int, offset: int) -> list[list[Any]]:
+    """One ``usage.billable`` message (a BillableBatch) as rows; the insert token is filled in per batch.
 
     Decoded with orjson and checked field by field rather than through pydantic: this is the sink's hot
-    path, and the producer (the Faust app) already validated the fact against the same model.
+    path, and the producer (the Faust app) already validated every fact against the same model.
     """
     try:
         value = orjson.loads(raw or b"")
+        tenant_id, facts = value["tenant_id"], value["facts"]
+    except Exception as exc:
+        raise BadBillable(f"not a billable batch: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(facts, list) or not facts:
+        raise BadBillable("a billable batch needs a non-empty list of facts")
+    rows = [billable_row(fact, partition, offset) for fact in facts]
+    if any(row[TENANT_ID] != tenant_id for row in rows):
+        raise BadBillable("every fact of a billable batch belongs to the batch's tenant")
+    return rows
+
+
+def billable_row(value: Any, partition: int, offset: int) -> list[Any]:
+    """One billable fact (a BillableUsage as decoded JSON) as a row."""
+    try:
         row: dict[str, Any] = {k: _text(value[k]) for k in _STR}
         row.update({k: _text(value.get(k) or "") for k in _OPT_STR})
         row.update({k: _count(value.get(k, 0)) for k in _INT})

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from consumers.dead_letter import DeadLetterStep
-from consumers.usage_rows import SOURCE_PARTITION, BadBillable, BatchToken, billable_row
+from consumers.usage_rows import SOURCE_PARTITION, BadBillable, BatchToken, billable_rows
 from consumers.usage_writer import UsageWriter
 from lotabots.kafka_io import make_consumer, make_producer
 from lotabots.settings import Settings
@@ -34,6 +34,7 @@ from schemas.topics import USAGE_BILLABLE, USAGE_DLQ
 log = logging.getLogger(__name__)
 
 GROUP = "usage-sink"
+MESSAGES_PER_POLL = 50
 
 
 @dataclass
@@ -44,13 +45,12 @@ class PendingBatch:
     ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
     started: float = 0.0
 
-    def add(self, tp: TopicPartition, offset: int, row: list[Any] | None) -> None:
+    def add(self, tp: TopicPartition, offset: int, rows: list[list[Any]]) -> None:
         if not self.ranges:
             self.started = time.monotonic()
         first, _ = self.ranges.get(tp, (offset, offset))
         self.ranges[tp] = (first, offset)
-        if row is not None:
-            self.rows.append(row)
+        self.rows.extend(rows)
 
     def token(self, topic: str) -> BatchToken:
         return BatchToken(topic, tuple(sorted((tp.partition, a, b) for tp, (a, b) in self.ranges.items())))
@@ -91,7 +91,7 @@ class UsageSink:
         await self.producer.start()
         self.dlq = DeadLetterStep(self.producer, USAGE_DLQ, self.group)
         self.consumer = make_consumer(self.settings, group_id=self.group, client_id=self.group,
-                                      max_poll_records=self.batch_size, fetch_max_bytes=64 * 1024 * 1024,
+                                      max_poll_records=MESSAGES_PER_POLL, fetch_max_bytes=64 * 1024 * 1024,
                                       max_partition_fetch_bytes=8 * 1024 * 1024)
         self.consumer.subscribe([self.topic], listener=_CompleteOnAssign(self))
         await self.consumer.start()
@@ -108,8 +108,9 @@ class UsageSink:
 
     # ---- decode and batch ---------------------------------------------------------------------
     async def _poll_once(self) -> None:
-        room = max(1, self.batch_size - len(self.pending.rows))
-        fetched = await self.consumer.getmany(timeout_ms=int(self.batch_wait_s * 1000 / 2), max_records=room)
+        # a message is a batch of up to 500 facts: take a few messages at a time, flush on rows
+        fetched = await self.consumer.getmany(timeout_ms=int(self.batch_wait_s * 1000 / 2),
+                                              max_records=MESSAGES_PER_POLL)
         self.ready.set()
         async with self.lock:
             assigned = self.consumer.assignment()
@@ -126,14 +127,14 @@ class UsageSink:
             if due:
                 await self._flush()
 
-    async def _decode(self, record: ConsumerRecord, *, dead_letter: bool = True) -> list[Any] | None:
+    async def _decode(self, record: ConsumerRecord, *, dead_letter: bool = True) -> list[list[Any]]:
         try:
-            return billable_row(record.value, record.partition, record.offset)
+            return billable_rows(record.value, record.partition, record.offset)
         except BadBillable as exc:
             if dead_letter:
-                await self.dlq.send(record, "invalid_billable_usage", str(exc))
-                USAGE_DEAD_LETTERS.labels("sink", "invalid_billable_usage").inc()
-            return None
+                await self.dlq.send(record, "invalid_billable_batch", str(exc))
+                USAGE_DEAD_LETTERS.labels("sink", "invalid_billable_batch").inc()
+            return []
 
     # ---- insert, then commit ------------------------------------------------------------------
     async def _flush(self) -> None:
@@ -209,9 +210,7 @@ class UsageSink:
                     first, last = wanted[tp]
                     for record in records:
                         if first <= record.offset <= last:
-                            row = await self._decode(record, dead_letter=False)  # its letter went out already
-                            if row is not None:
-                                rows.append(row)
+                            rows += await self._decode(record, dead_letter=False)  # its letter went out already
                         if record.offset >= last:
                             remaining.discard(tp)
                 for tp in list(remaining):  # nothing more to read (compaction, deleted records)

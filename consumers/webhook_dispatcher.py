@@ -81,7 +81,7 @@ class WebhookDispatcher:
         self._held: dict[TopicPartition, float] = {}  # paused retry partition -> epoch seconds its head is due
         self._tasks: set[asyncio.Task[None]] = set()
         self._delivering: set[str] = set()
-        self._room = asyncio.Event()
+        self._full = False  # at webhook_max_in_flight: every partition paused
         self._stop = asyncio.Event()
         self._last_commit = 0.0
         self.consumer: AIOKafkaConsumer | None = None
@@ -108,17 +108,12 @@ class WebhookDispatcher:
                  self.settings.webhook_max_in_flight)
         try:
             while not self._stop.is_set():
-                self._resume_due()
                 room = self.settings.webhook_max_in_flight - len(self._tasks)
-                if room <= 0:
-                    self._room.clear()
-                    try:
-                        await asyncio.wait_for(self._room.wait(), 0.2)
-                    except TimeoutError:
-                        pass
-                    await self._commit()
-                    continue
-                batch = await consumer.getmany(timeout_ms=self._poll_timeout_ms(), max_records=room)
+                self._back_pressure(full=room <= 0)
+                self._resume_due()
+                # keep polling even when full (all paused): the group must see this member alive
+                timeout_ms = 50 if room <= 0 else self._poll_timeout_ms()
+                batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, room))
                 await self._take(batch)
                 await self._commit()
             if self._tasks:  # SIGTERM: let attempts in flight finish and record, then commit
@@ -138,13 +133,22 @@ class WebhookDispatcher:
         wait = min(self._held.values()) - time.time()
         return int(min(200, max(0, wait * 1000)))
 
+    def _back_pressure(self, full: bool) -> None:
+        """At `webhook_max_in_flight`, pause every partition; resume (all but the held ones) when room frees."""
+        assert self.consumer is not None
+        if full and not self._full:
+            self.consumer.pause(*self.consumer.assignment())
+        elif not full and self._full:
+            self.consumer.resume(*(tp for tp in self.consumer.assignment() if tp not in self._held))
+        self._full = full
+
     def _resume_due(self) -> None:
         assert self.consumer is not None
         now = time.time()
         for tp, due in list(self._held.items()):
             if due <= now:
                 del self._held[tp]
-                if tp in self.consumer.assignment():
+                if tp in self.consumer.assignment() and not self._full:
                     self.consumer.resume(tp)
         HELD.set(len(self._held))
 
@@ -226,7 +230,6 @@ class WebhookDispatcher:
         def finished(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
             IN_FLIGHT.set(len(self._tasks))
-            self._room.set()
 
         task.add_done_callback(finished)
 

@@ -52,11 +52,10 @@ class AttemptRecord:
 
 
 async def insert_ignoring_duplicates(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    await conn.execute(insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    await conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
 
 
 class DispatchStore:
@@ -160,8 +159,11 @@ class DispatchStore:
 
     async def _write(self, batch: list[tuple[DeliveryContext, AttemptRecord, asyncio.Future[None]]]) -> None:
         now = datetime.now(UTC)
-        attempts, deliveries = [], []
-        healthy, failing, disabled = [], [], []
+        attempts: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        healthy: list[dict[str, Any]] = []
+        failing: list[dict[str, Any]] = []
+        disabled: list[dict[str, Any]] = []
         for ctx, rec, _ in batch:
             o = rec.outcome
             attempts.append({
@@ -182,7 +184,9 @@ class DispatchStore:
                 disabled.append({"b_id": endpoint_id, "b_reason": rec.disable_reason})
         async with self.engine.begin() as conn:
             await conn.execute(A.insert(), attempts)
-            await conn.execute(update(D).where(D.c.id == bindparam("b_id")).values(
+            # never behind a later attempt's record (a slow commit of attempt n-1 must not undo attempt n)
+            await conn.execute(update(D).where(and_(D.c.id == bindparam("b_id"),
+                                                    D.c.attempts <= bindparam("b_attempts"))).values(
                 attempts=bindparam("b_attempts"), status=bindparam("b_status"), next_attempt_at=bindparam("b_next"),
                 last_status_code=bindparam("b_code"), last_error=bindparam("b_error"), updated_at=now,
                 delivered_at=func.coalesce(bindparam("b_delivered", type_=D.c.delivered_at.type), D.c.delivered_at),

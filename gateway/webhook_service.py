@@ -166,7 +166,7 @@ class WebhookService:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).fetchall()
         next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-        return rows[:limit], next_cursor
+        return list(rows[:limit]), next_cursor
 
     async def get_delivery(self, who: Principal, delivery_id: str) -> tuple[Any, list[Any]]:
         async with self.engine.connect() as conn:
@@ -176,7 +176,7 @@ class WebhookService:
                 raise ApiError(404, "webhook_delivery_not_found", "no such webhook delivery")
             attempts = (await conn.execute(
                 select(A).where(A.c.delivery_id == delivery_id).order_by(A.c.attempted_at, A.c.attempt))).fetchall()
-        return row, attempts
+        return row, list(attempts)
 
     # ---- replay ---------------------------------------------------------------------------------
     async def replay(self, who: Principal, delivery_id: str) -> Any:

@@ -104,6 +104,17 @@ def fetch_gguf(model_dir: Path, progress: Progress = _print_progress) -> Path:
     return target
 
 
+def _graph_revision(variant: str) -> int | None:
+    """The variant's current graph revision; ``None`` where the build extra (onnx) is not installed,
+    in which case a built model is taken as it is (it could not be rebuilt here anyway)."""
+    try:
+        from .onnx_graph import VARIANTS
+    except ImportError:
+        return None
+    cls = VARIANTS.get(variant)
+    return int(cls.revision) if cls is not None else 0
+
+
 def _manifest_ok(out: Path, variant: str) -> bool:
     try:
         m = json.loads((out / "manifest.json").read_text())
@@ -113,6 +124,7 @@ def _manifest_ok(out: Path, variant: str) -> bool:
         m.get("source_sha256") == SOURCE_SHA256
         and m.get("builder_version") == BUILDER_VERSION
         and m.get("variant") == variant
+        and _graph_revision(variant) in (None, m.get("graph_revision", 0))
         and all((out / name).is_file() for name in MODEL_FILES)
     )
 
@@ -195,6 +207,7 @@ def build_model(model_dir: Path, variant: str = "fp32", progress: Progress | Non
                 "model": MODEL_NAME,
                 "variant": variant,
                 "builder_version": BUILDER_VERSION,
+                "graph_revision": graph_variant.revision,
                 "source_sha256": SOURCE_SHA256,
                 "files": {name: (tmp / name).stat().st_size for name in MODEL_FILES},
                 "build_seconds": round(time.monotonic() - started, 1),

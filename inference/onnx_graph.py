@@ -92,6 +92,7 @@ class Variant:
     float_type: int = TensorProto.FLOAT
     np_float: type = np.float32
 
+    revision = 0  # bump when this variant's graph changes: built models with another revision are rebuilt
     opset = OPSET
     fused_attention = False  # com.microsoft.GroupQueryAttention (RoPE, cache append, masking in one op)
     keep_blocks = False  # read the GGUF's quantised blocks as they are (BlockQuantized) instead of floats
@@ -180,10 +181,15 @@ class Int4Variant(Variant):
     KV cache stay float32.  ``accuracy_level`` 4 quantises activations to int8 per block inside
     MatMulNBits (the VNNI kernels; llama.cpp does the same with Q8_1), so greedy output follows the
     reference within a tolerance, not bit for bit; :class:`Int4Fp32Variant` computes in float32.
+
+    Attention is ``com.microsoft.GroupQueryAttention`` (CPU kernel; RoPE applied before it, padding
+    masked by its ``attention_bias``), which keeps the graph's I/O contract (past in, present out).
     """
 
     name = "int4"
+    revision = 1
     keep_blocks = True
+    fused_attention = True  # one GroupQueryAttention per layer instead of ~15 small ops: CPU decode is op-bound
     accuracy_level = 4  # int8 activations x int4/int8 weights (MLAS VNNI kernels)
 
     def linear(self, g: GraphBuilder, x: str, w: Matrix, name: str) -> str:
@@ -359,6 +365,7 @@ def build_graph(
         [visible, g.const("zero_f", np.array(0, dtype=npf)), g.const("neg_f", np.array(neg, dtype=npf))],
         name="attn_bias",
     )  # [B,1,S,T]
+    qkv_split = g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))
     gqa_inputs: list[str] = []
     if variant.fused_attention:  # GroupQueryAttention's per-step inputs, shared by all layers
         total_i32 = g.op("Cast", [total], name="total_len_i32", to=TensorProto.INT32)
@@ -382,7 +389,6 @@ def build_graph(
             "out": g.const("shape_attn_out", np.array([0, -1, H * D], dtype=np.int64)),
             "scale": g.const("attn_scale", np.array(1.0 / np.sqrt(D), dtype=npf)),
         }
-        qkv_split = g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))
 
     cos_t, sin_t = rope_tables(hp, options.max_positions or hp.max_position_embeddings)
     cos = g.const("rope_cos", cos_t.astype(npf))
@@ -420,26 +426,28 @@ def build_graph(
             )
         qkv_w = concat_rows([lw.q, lw.k, lw.v])
         qkv = variant.linear(g, h, qkv_w, f"{p}.self_attn.qkv_proj")
+        q, k, v = g.ops(
+            "Split",
+            [qkv, qkv_split],
+            outputs=3,
+            name=f"{p}.self_attn.qkv_split",
+            axis=-1,
+        )
+        # RoPE stays outside GroupQueryAttention: its own rotary takes positions from the cache length
+        # in a first (prefill) call, which is wrong for left-padded rows; position_ids here are exact.
+        q = rope(q, H, f"{p}.self_attn.q_rope")
+        k = rope(k, KV, f"{p}.self_attn.k_rope")
         if variant.fused_attention:
             seqlens, total_i32, pad_bias = gqa_inputs
             attn = g.ops(
                 "GroupQueryAttention",
-                [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_i32,
-                 cos, sin, "position_ids", pad_bias],
+                [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_i32,
+                 "", "", "", pad_bias],
                 [g.name(f"{p}.self_attn.out"), f"present.{i}.key", f"present.{i}.value"],
                 name=f"{p}.self_attn.gqa", domain=MS_DOMAIN,
-                num_heads=H, kv_num_heads=KV, do_rotary=1, rotary_interleaved=0, scale=float(1.0 / np.sqrt(D)),
+                num_heads=H, kv_num_heads=KV, scale=float(1.0 / np.sqrt(D)),
             )[0]
         else:
-            q, k, v = g.ops(
-                "Split",
-                [qkv, qkv_split],
-                outputs=3,
-                name=f"{p}.self_attn.qkv_split",
-                axis=-1,
-            )
-            q = rope(q, H, f"{p}.self_attn.q_rope")
-            k = rope(k, KV, f"{p}.self_attn.k_rope")
             attn = _grouped_attention(g, i, q, k, v, bias, shapes)
         o = variant.linear(g, attn, lw.o, f"{p}.self_attn.o_proj")
         ln2 = g.const(f"{p}.post_attention_layernorm.weight", variant.cast_float(lw.ffn_norm))

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from lotabots.webhook_verify import verify_webhook  # noqa: F401 - part of the client's public API
+
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 
 

@@ -22,7 +22,11 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     clickhouse_url: str = Field(default="", description="clickhouse-connect DSN; chdb:///<data_dir>/chdb if empty")
     model_dir: Path | None = Field(default=None, description="built model cache; <data_dir>/models if unset")
-    model_variant: str = "fp32"
+    model_variant: str = Field(  # inference engine (issue 8): see bench/README.md "Inference engine"
+        default="fp32",
+        description="fp32 (greedy-exact to the reference) | int4 (fastest on CPU: the GGUF's own 4-bit blocks, "
+        "recommended for CPU workers) | int4-fp32 (exact, slow) | fp16 (GPU, with inference_device=cuda)",
+    )
     tiers_file: Path = Path(__file__).resolve().parent / "tiers.toml"
 
     # gateway

@@ -4,8 +4,10 @@ The gateway and the inference workers produce :class:`UsageEvent` (CloudEvents 1
 An event's ``id`` is deterministic per billable fact (``<request_id>:accepted``,
 ``<request_id>:inference``; a refusal has no request, so its id is minted once per refusal), so a re-run or re-delivery carries the same id
 and every stage downstream can deduplicate on it. The Faust app turns each distinct, valid event into one
-:class:`BillableUsage` on ``usage.billable`` and keeps per-tenant :class:`QuotaState` on the compacted
-``usage.quota-state`` (key: tenant id), which gateway replicas read to enforce token quotas.
+:class:`BillableUsage`, sent on ``usage.billable`` inside a :class:`BillableBatch` (one tenant's facts of
+one processing batch: one Kafka message instead of one per fact), and keeps per-tenant
+:class:`QuotaState` on the compacted ``usage.quota-state`` (key: tenant id), which gateway replicas read
+to enforce token quotas.
 """
 
 from __future__ import annotations
@@ -182,6 +184,16 @@ class BillableUsage(WireModel):
     cost: Decimal = Field(description="request_cost + input_cost + output_cost")
 
 
+class BillableBatch(WireModel):
+    """The value on ``usage.billable`` (key: tenant id): priced facts of one tenant, in source order."""
+
+    SCHEMA_NAME: ClassVar[str] = "billable_batch"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    schema_version: Literal[1] = 1
+    tenant_id: _Id
+    facts: list[BillableUsage] = Field(min_length=1, max_length=1000)
+
+
 class QuotaState(WireModel):
     """A tenant's token and request counters for the current UTC day and month (compacted ``usage.quota-state``).
 
@@ -203,4 +215,4 @@ class QuotaState(WireModel):
     updated_at: datetime
 
 
-USAGE_WIRE_MODELS: list[type[WireModel]] = [UsageEvent, BillableUsage, QuotaState]
+USAGE_WIRE_MODELS: list[type[WireModel]] = [UsageEvent, BillableUsage, BillableBatch, QuotaState]

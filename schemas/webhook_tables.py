@@ -8,8 +8,9 @@ service already uses (gateway.auth.key_sealing), never stored in the clear.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from schemas.relational import Base
@@ -98,7 +99,8 @@ class WebhookAttempt(Base):
     replay: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-webhook_endpoints = WebhookEndpoint.__table__
-webhook_secrets = WebhookSecret.__table__
-webhook_deliveries = WebhookDelivery.__table__
-webhook_attempts = WebhookAttempt.__table__
+# Core tables for queries (typed as Table: the declarative attribute is only known as a FromClause)
+webhook_endpoints = cast(Table, WebhookEndpoint.__table__)
+webhook_secrets = cast(Table, WebhookSecret.__table__)
+webhook_deliveries = cast(Table, WebhookDelivery.__table__)
+webhook_attempts = cast(Table, WebhookAttempt.__table__)

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from schemas.usage import BillableUsage, QuotaState
+from schemas.usage import QuotaState
+
+
+@dataclass(frozen=True)
+class QuotaFact:
+    """What a billable fact adds to quota counters (read straight from the billable JSON)."""
+
+    tenant_id: str
+    event_time: datetime
+    tokens: int
+    requests: int
+
+    @classmethod
+    def from_billable(cls, fact: dict[str, Any]) -> QuotaFact:
+        tokens = int(fact["prompt_tokens"]) + int(fact["completion_tokens"])
+        return cls(str(fact["tenant_id"]), datetime.fromisoformat(fact["event_time"]), tokens, int(fact["requests"]))
 
 
 def window_keys(at: datetime) -> tuple[str, str]:
@@ -13,7 +30,7 @@ def window_keys(at: datetime) -> tuple[str, str]:
     return at.strftime("%Y-%m-%d"), at.strftime("%Y-%m")
 
 
-def fold_quota(state: QuotaState | None, fact: BillableUsage, now: datetime) -> QuotaState:
+def fold_quota(state: QuotaState | None, fact: QuotaFact, now: datetime) -> QuotaState:
     """Add one billable fact to a tenant's counters.
 
     Windows tumble: a fact of a later day (month) starts a fresh day (month). A late fact of an earlier
@@ -21,7 +38,7 @@ def fold_quota(state: QuotaState | None, fact: BillableUsage, now: datetime) -> 
     has it), so the counters never move backwards to a closed window.
     """
     day, month = window_keys(fact.event_time)
-    tokens = fact.prompt_tokens + fact.completion_tokens
+    tokens = fact.tokens
     if state is None or month > state.month:
         state = QuotaState(tenant_id=fact.tenant_id, day=day, month=month, updated_at=now)
     elif day > state.day:

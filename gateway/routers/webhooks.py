@@ -42,7 +42,8 @@ async def start(app: FastAPI) -> None:
 
 
 def _service(request: Request) -> WebhookService:
-    return request.app.state.webhook_service
+    service: WebhookService = request.app.state.webhook_service
+    return service
 
 
 @router.post("/endpoints", status_code=201)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from consumers.usage_rows import ROW_COLUMNS, USAGE_EVENTS_TABLE, BatchToken, billable_row
@@ -50,7 +51,7 @@ def rows_for(tenant: str, n: int, *, tokens: int = 10, at: datetime = DAY, parti
             "tenant_id": tenant, "tier": "pro", "request_id": rid, "model": "m", "prompt_tokens": tokens,
             "completion_tokens": 1, "latency_ms": 1, "finish_reason": "stop", "status": "succeeded"})
         billed = price_usage_event(event, TIERS.get("pro").prices)
-        out.append(billable_row(billed.model_dump_json().encode(), partition, first_offset + i))
+        out.append(billable_row(orjson.loads(billed.model_dump_json()), partition, first_offset + i))
     return out
 
 

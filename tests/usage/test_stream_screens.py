@@ -14,7 +14,7 @@ from lotabots.tiers import load_tier_config
 from schemas.usage import BillableUsage, QuotaState, UsageEvent
 from streams.dedupe import SeenEvents
 from streams.pricing import price_usage_event
-from streams.quota import fold_quota
+from streams.quota import QuotaFact, fold_quota
 from streams.validate import Refusal, validate_usage_event
 
 TIERS = load_tier_config(Path(__file__).resolve().parents[2] / "lotabots" / "tiers.toml")
@@ -64,9 +64,9 @@ def test_billable_round_trips_through_json_without_losing_precision() -> None:
     assert again.cost == billed.cost == Decimal("0.000002")
 
 
-def _fact(at: datetime, tokens: int = 10, requests: int = 0) -> BillableUsage:
+def _fact(at: datetime, tokens: int = 10, requests: int = 0) -> QuotaFact:
     event = _inference(prompt=tokens, completion=0, at=at) if not requests else _accepted(at=at)
-    return price_usage_event(event, TIERS.get("pro").prices)
+    return QuotaFact.from_billable(orjson.loads(price_usage_event(event, TIERS.get("pro").prices).model_dump_json()))
 
 
 def test_quota_windows_tumble_at_utc_day_and_month_boundaries() -> None:
@@ -137,27 +137,43 @@ def test_expiry_after_recovery_uses_the_recovered_times_and_spares_other_workers
     assert [c[1] for c in table.changelog] == ["old"]
 
 
-def test_billable_json_is_what_the_sink_reads() -> None:
-    from consumers.usage_rows import EVENT_ID, ROW_COLUMNS, billable_row
+def _batch(*facts: BillableUsage) -> bytes:
+    from streams.agents import billable_batch
 
-    billed = price_usage_event(_inference(), TIERS.get("pro").prices)
-    row = billable_row(billed.model_dump_json().encode(), partition=2, offset=41)
-    values = dict(zip(ROW_COLUMNS, row, strict=True))
-    assert row[EVENT_ID] == "r1:inference"
-    assert (values["source_partition"], values["source_offset"], values["cost"]) == (2, 41, billed.cost)
+    return billable_batch(facts[0].tenant_id, [f.model_dump_json().encode() for f in facts])
+
+
+def test_a_billable_batch_is_what_the_sink_reads() -> None:
+    from consumers.usage_rows import EVENT_ID, ROW_COLUMNS, billable_rows
+    from schemas.usage import BillableBatch
+
+    pro = TIERS.get("pro").prices
+    first, second = price_usage_event(_inference(), pro), price_usage_event(_accepted(), pro)
+    raw = _batch(first, second)
+    assert BillableBatch.model_validate_json(raw).facts == [first, second]  # the hand-built JSON is the model's
+    rows = billable_rows(raw, partition=2, offset=41)
+    values = dict(zip(ROW_COLUMNS, rows[0], strict=True))
+    assert [r[EVENT_ID] for r in rows] == ["r1:inference", "r1:accepted"]
+    assert (values["source_partition"], values["source_offset"], values["cost"]) == (2, 41, first.cost)
     assert values["event_time"] == T0 and values["prompt_tokens"] == 1234
 
 
-def test_the_sink_refuses_a_malformed_billable_fact() -> None:
+def test_the_sink_refuses_a_malformed_billable_batch() -> None:
     import pytest
 
-    from consumers.usage_rows import BadBillable, billable_row
+    from consumers.usage_rows import BadBillable, billable_rows
 
     good = orjson.loads(price_usage_event(_inference(), TIERS.get("pro").prices).model_dump_json())
-    for broken in (b"nope", orjson.dumps({**good, "prompt_tokens": -3}), orjson.dumps({**good, "cost": "abc"}),
-                   orjson.dumps({**good, "event_time": "2026-01-01T00:00:00"})):
+    other_tenant = {**good, "tenant_id": "ten_b"}
+    for broken in ({"tenant_id": "ten_a", "facts": [{**good, "prompt_tokens": -3}]},
+                   {"tenant_id": "ten_a", "facts": [{**good, "cost": "abc"}]},
+                   {"tenant_id": "ten_a", "facts": [{**good, "event_time": "2026-01-01T00:00:00"}]},
+                   {"tenant_id": "ten_a", "facts": []}, {"tenant_id": "ten_a", "facts": [good, other_tenant]},
+                   {"facts": [good]}):
         with pytest.raises(BadBillable):
-            billable_row(broken, 0, 0)
+            billable_rows(orjson.dumps(broken), 0, 0)
+    with pytest.raises(BadBillable):
+        billable_rows(b"nope", 0, 0)
 
 
 def test_batch_tokens_name_the_exact_offset_ranges() -> None:

@@ -186,7 +186,8 @@ async def test_billing_export_writes_the_months_invoice_lines(
         argv = [sys.executable, "-m", "lotabots.cli", "billing", "export", "--period", period, "--format", fmt]
         if target:
             argv += ["--output", str(target)]
-        done = subprocess.run(argv, env=stack.env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        done = await asyncio.to_thread(subprocess.run, argv, env=stack.env, cwd=REPO, capture_output=True,
+                                       text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         if fmt == "jsonl":
             lines = [orjson.loads(line) for line in done.stdout.splitlines()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +67,12 @@ class _Recorder:
 
     async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
         self.sent.append((topic, value, key))
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+        self.sent.append((topic, value, key))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
 
 async def test_accepted_fast_path_writes_a_valid_cloudevent_keyed_by_tenant() -> None:

@@ -15,13 +15,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from consumers.usage_rows import billable_row
+from consumers.usage_rows import billable_rows
 from consumers.usage_sink import UsageSink
 from consumers.usage_writer import WRITER_SESSION, UsageWriter
 from lotabots.kafka_io import make_producer
 from lotabots.settings import Settings
 from lotabots.tiers import load_tier_config
 from schemas.usage import UsageEvent
+from streams.agents import billable_batch
 from streams.pricing import price_usage_event
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,8 @@ def billable(tenant: str, request_id: str) -> bytes:
                            "tenant_id": tenant, "tier": "pro", "request_id": request_id, "model": "m",
                            "prompt_tokens": 3, "completion_tokens": 2, "latency_ms": 1, "finish_reason": "stop",
                            "status": "succeeded"})
-    return price_usage_event(event, TIERS.get("pro").prices).model_dump_json().encode()
+    fact = price_usage_event(event, TIERS.get("pro").prices).model_dump_json().encode()
+    return billable_batch(tenant, [fact])
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ async def test_the_sink_commits_only_what_clickhouse_took_and_completes_leftover
     # and the rollup view: the next sink finds it by its token and completes it, once.
     late = [billable(env["tenant"], f"req_b{i}") for i in range(3)]
     offsets = await produce(env, late)
-    rows = [billable_row(v, 0, o) for v, o in zip(late, offsets, strict=True)]
+    rows = [row for v, o in zip(late, offsets, strict=True) for row in billable_rows(v, 0, o)]
     env["client"].command("DETACH TABLE lotabots_usage.usage_daily_mv")
     try:
         env["writer"].insert_batch(rows, f"{env['topic']}|0:{offsets[0]}-{offsets[-1]}")
@@ -142,5 +144,5 @@ async def test_a_poison_billable_goes_to_the_dlq_and_the_sink_moves_on(sink_env)
         letters = [r.value for batch in (await dlq.getmany(timeout_ms=5000)).values() for r in batch]
     finally:
         await dlq.stop()
-    assert any(env["topic"].encode() in v and b"invalid_billable_usage" in v and b'"source_offset":%d' % offsets[0] in v
+    assert any(env["topic"].encode() in v and b"invalid_billable_batch" in v and b'"source_offset":%d' % offsets[0] in v
                for v in letters)

@@ -107,6 +107,10 @@ async def test_500_twice_then_200_gives_three_attempts_with_one_webhook_id_and_g
              .total_seconds() for a in log[:2]]
     assert waits[1] > waits[0]
     assert all(a["latency_ms"] >= 0 and a["response_body"] for a in log)
+    per_endpoint = (await hook_api.get(f"/v1/webhooks/endpoints/{endpoint['id']}/deliveries")).json()["data"]
+    assert [d["id"] for d in per_endpoint] == [got[0].webhook_id] and per_endpoint[0]["status"] == "succeeded"
+    failed_only = await hook_api.get(f"/v1/webhooks/endpoints/{endpoint['id']}/deliveries", params={"status": "failed"})
+    assert failed_only.json()["data"] == []
 
 
 async def _terminal(api: httpx.AsyncClient, request_id: str) -> dict | None:
@@ -238,6 +242,11 @@ async def test_replay_resends_failed_deliveries_with_the_same_webhook_id(
     other = (webhook_ids - {one}).pop()
     await wait_until(lambda: _succeeded(hook_api, other))
     assert [x.webhook_id for x in receiver.at(path)].count(other) == attempts + 1
+    first_page = (await hook_api.get("/v1/webhooks/deliveries", params={"limit": 1})).json()
+    second_page = (await hook_api.get("/v1/webhooks/deliveries",
+                                      params={"limit": 1, "cursor": first_page["next_cursor"]})).json()
+    assert {d["id"] for d in first_page["data"] + second_page["data"]} == webhook_ids
+    assert second_page["next_cursor"] is None
 
 
 async def test_webhook_resources_are_scoped_to_their_tenant(
