@@ -26,12 +26,14 @@ from prometheus_client import Counter, Gauge
 from consumers.control import ControlListener
 from consumers.dead_letter import DeadLetterStep
 from consumers.offsets import OffsetTracker
+from inference.autonomy_profiles import AutonomyProfiles
 from inference.engine import ChatModel
 from inference.scheduler import BatchScheduler, SequenceParams, SequenceResult
 from lotabots.ids import new_id
 from lotabots.kafka_io import decode, encode, make_consumer, make_producer
 from lotabots.settings import Settings
 from lotabots.usage_events import UsageEmitter
+from schemas.autonomy_levels import NO_AI_FINISH_REASON, PLATFORM_DEFAULT_LEVEL
 from schemas.events import InferenceRequest, LifecycleType, RequestLifecycleEvent
 from schemas.topics import REQUESTS_DLQ, RESULTS, request_topic
 
@@ -70,6 +72,8 @@ class InferenceWorker:
                 max_tokens_in_flight=settings.inference_max_tokens_in_flight,
             )
         self.offsets = OffsetTracker()
+        # levels of autonomy: per-level prompt template and generation settings (docs/autonomy.md)
+        self.autonomy = AutonomyProfiles.load(settings.autonomy_profiles_path)
         self.in_flight: dict[str, _InFlight] = {}
         self._stop = asyncio.Event()
         self._paused = False
@@ -160,8 +164,13 @@ class InferenceWorker:
             await self._produce_terminal(request, LifecycleType.CANCELED, finish_reason="canceled",
                                          prompt_tokens=0, completion_tokens=0)
             return
+        profile = self.autonomy.for_level(request.autonomy_level)
+        if not profile.level.invokes_model:  # No AI ends in the gateway; never run the model for one
+            await self._produce_terminal(request, LifecycleType.SUCCEEDED, finish_reason=NO_AI_FINISH_REASON,
+                                         prompt_tokens=0, completion_tokens=0)
+            return
         try:
-            prompt = self.model.encode_chat([m.model_dump() for m in request.messages])
+            prompt = self.model.encode_chat(profile.messages([m.model_dump() for m in request.messages]))
         except Exception as exc:
             await self._produce_terminal(request, LifecycleType.FAILED, error_code="invalid_prompt",
                                          error_message=str(exc)[:500])
@@ -169,7 +178,9 @@ class InferenceWorker:
         p = request.params
         self.scheduler.submit(
             request.request_id, prompt,
-            SequenceParams(p.max_tokens, p.temperature, p.top_p, p.seed, tuple(p.stop)),
+            SequenceParams(profile.cap_tokens(p.max_tokens),
+                           p.temperature if profile.temperature is None else profile.temperature,
+                           p.top_p, p.seed, tuple(p.stop)),
             on_finish=lambda r: self.loop.call_soon_threadsafe(self._spawn_finish, r),
             on_start=lambda rid, at: self.loop.call_soon_threadsafe(self._spawn_started, rid, at),
         )
@@ -206,6 +217,8 @@ class InferenceWorker:
             return
         kind = {"canceled": LifecycleType.CANCELED, "error": LifecycleType.FAILED}.get(
             result.finish_reason, LifecycleType.SUCCEEDED)
+        if kind is LifecycleType.SUCCEEDED:  # Collaborator and Expert end awaiting the user's decision
+            kind = self.autonomy.for_level(entry.request.autonomy_level).ends
         finishing = asyncio.ensure_future(self._produce_terminal(
             entry.request, kind, output=result.text if kind is not LifecycleType.FAILED else None,
             finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
@@ -254,6 +267,7 @@ class InferenceWorker:
                     model=self.model_name, prompt_tokens=event.prompt_tokens or 0,
                     completion_tokens=event.completion_tokens or 0, latency_ms=latency_ms,
                     finish_reason=event.finish_reason or "", status=event.type.status.value, at=finished,
+                    autonomy_level=request.autonomy_level or PLATFORM_DEFAULT_LEVEL.value,
                 )
                 return
             except Exception:

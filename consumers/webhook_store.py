@@ -72,6 +72,8 @@ class DispatchStore:
             rows = {r.id: r for r in (await conn.execute(select(R).where(R.c.id.in_(ids)))).fetchall()}
             tenants = list({r.tenant_id for r in rows.values()})
             named = [r.webhook_endpoint_id for r in rows.values() if r.webhook_endpoint_id]
+            # levels of autonomy: the endpoint a request's action delivers to (docs/autonomy.md)
+            named += [r.action["endpoint_id"] for r in rows.values() if r.action and r.action.get("endpoint_id")]
             endpoints = (await conn.execute(select(E).where(and_(
                 E.c.enabled == true(),
                 or_(and_(E.c.tenant_id.in_(tenants), E.c.all_requests == true()), E.c.id.in_(named)),

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from gateway.request_models import request_resource
+from schemas.autonomy_levels import ACTION_EVENT_TYPE, AutonomyLevel
 from schemas.events import LifecycleType, RequestLifecycleEvent
 from schemas.webhook_events import filter_matches, webhook_event_type
 
@@ -89,11 +90,46 @@ def plan_deliveries(row: Any, event: RequestLifecycleEvent, endpoints: Iterable[
         named = ep.id == row.webhook_endpoint_id and filter_matches(request_filter, event.type)
         if named or ep.all_requests:
             destinations[ep.id] = (ep.id, ep.url)
-    if not destinations:
-        return []
-    body = payload_of(row, event)
-    kind = webhook_event_type(event.type)
-    return [
-        PlannedDelivery(webhook_id(row.id, kind, key), row.tenant_id, endpoint_id, row.id, kind, url, body, event.at)
-        for key, (endpoint_id, url) in destinations.items()
-    ]
+    planned = []
+    if destinations:
+        body = payload_of(row, event)
+        kind = webhook_event_type(event.type)
+        planned = [
+            PlannedDelivery(webhook_id(row.id, kind, key), row.tenant_id, endpoint_id, row.id, kind, url, body,
+                            event.at)
+            for key, (endpoint_id, url) in destinations.items()
+        ]
+    action = plan_action(row, event, endpoints)
+    return planned if action is None else [*planned, action]
+
+
+def action_runs(row: Any, event: RequestLifecycleEvent) -> bool:
+    """Levels of autonomy (docs/autonomy.md): the requested action runs when the request succeeds at
+    Agent, or after a human accepted it (approve/edit) at Collaborator or Expert; never otherwise."""
+    action = getattr(row, "action", None)
+    level_name = getattr(row, "autonomy_level", None)
+    if not action or not level_name or event.type is not LifecycleType.SUCCEEDED:
+        return False
+    level = AutonomyLevel(level_name)
+    if level is AutonomyLevel.AGENT:
+        return True
+    return level.needs_decision and getattr(row, "decision", None) in ("approved", "edited")
+
+
+def plan_action(row: Any, event: RequestLifecycleEvent, endpoints: Iterable[Any]) -> PlannedDelivery | None:
+    """The `request.action` delivery of the final output to the action's endpoint, when it runs."""
+    if not action_runs(row, event):
+        return None
+    endpoint = next((ep for ep in endpoints if ep.id == row.action.get("endpoint_id")
+                     and ep.tenant_id == row.tenant_id and ep.enabled), None)
+    if endpoint is None:
+        return None
+    body = orjson.dumps({
+        "type": ACTION_EVENT_TYPE, "timestamp": event.at.isoformat(),
+        "data": {"id": row.id, "object": "action", "action": row.action, "autonomy_level": row.autonomy_level,
+                 "task": getattr(row, "task", None), "context": getattr(row, "context", None),
+                 "output": event.output, "decision": getattr(row, "decision", None),
+                 "decided_by": getattr(row, "decided_by", None)},
+    }).decode()
+    return PlannedDelivery(webhook_id(row.id, ACTION_EVENT_TYPE, endpoint.id), row.tenant_id, endpoint.id, row.id,
+                           ACTION_EVENT_TYPE, endpoint.url, body, event.at)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.autonomy_view import autonomy_view
+from schemas.autonomy_levels import AutonomyLevel
 from schemas.events import ChatMessage
 from schemas.webhook_events import WebhookEventName
+
+
+class RequestAction(BaseModel):
+    """What the platform does with the final output on the user's behalf, when the level allows it."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["deliver_webhook"]
+    endpoint_id: Annotated[str, Field(min_length=1, max_length=40)]
 
 
 class SubmitRequestBody(BaseModel):
@@ -26,6 +36,12 @@ class SubmitRequestBody(BaseModel):
     webhook: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
     webhook_events_filter: Annotated[list[WebhookEventName], Field(min_length=1, max_length=6)] | None = None
     webhook_endpoint_id: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    # levels of autonomy (docs/autonomy.md): what the request is for, the level it asks for (never above
+    # the resolved one), and what to do with the final output
+    task: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    context: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    autonomy_level: AutonomyLevel | None = None
+    action: RequestAction | None = None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -59,6 +75,7 @@ def request_resource(row: Any) -> dict[str, Any]:
             "prompt_tokens": prompt, "completion_tokens": completion or 0, "total_tokens": prompt + (completion or 0),
         },
         "timings": timings,
+        "autonomy": autonomy_view(row),
     }
 
 

@@ -30,6 +30,7 @@ from lotabots.ids import new_id
 from lotabots.kafka_io import StickyPartitions, encode
 from lotabots.tiers import TierConfig
 from lotabots.usage_events import UsageEmitter
+from schemas.autonomy_levels import NO_AI_FINISH_REASON
 from schemas.events import ControlAction, ControlSignal, GenerationParams, InferenceRequest, RequestStatus
 from schemas.relational import requests_table as R
 from schemas.topics import REQUESTS_CONTROL, request_topic
@@ -56,6 +57,10 @@ class RequestService:
         # Checks a submit's webhook fields and returns the row's webhook columns (SSRF guard, endpoint
         # ownership); installed by gateway.routers.webhooks.start. Without it webhook fields are refused.
         self.webhook_check: Callable[[Principal, SubmitRequestBody], Awaitable[dict[str, Any]]] | None = None
+        # Levels of autonomy (docs/autonomy.md), installed by gateway.routers.autonomy.start: resolves the
+        # level and returns the row's autonomy columns; finishes a No AI request without the model.
+        self.autonomy_check: Callable[[Principal, SubmitRequestBody], Awaitable[dict[str, Any]]] | None = None
+        self.finish_without_model: Callable[[dict[str, Any], str | None], Awaitable[None]] | None = None
 
     async def submit(
         self, who: Principal, body: SubmitRequestBody, idempotency_key: str | None, request_id: str | None = None
@@ -78,9 +83,13 @@ class RequestService:
         )
         messages = [m.model_dump() for m in body.messages]
         webhook = await self._webhook_columns(who, body)
+        autonomy = await self._autonomy_columns(who, body)
         fingerprint: dict[str, Any] = {"m": messages, "p": params.model_dump(), "c": body.conversation_id}
         if any(v is not None for v in webhook.values()):
             fingerprint["w"] = webhook
+        if body.task or body.context or body.autonomy_level or body.action:
+            fingerprint["a"] = [body.task, body.context, body.autonomy_level,
+                                body.action.model_dump() if body.action else None]
         request_hash = hashlib.sha256(orjson.dumps(fingerprint, option=orjson.OPT_SORT_KEYS)).hexdigest()
         if idempotency_key is not None:
             existing = await self._by_idempotency_key(who.tenant_id, idempotency_key)
@@ -93,7 +102,7 @@ class RequestService:
             "id": request_id, "tenant_id": who.tenant_id, "tier": tier.name, "status": RequestStatus.QUEUED.value,
             "status_rank": 0, "conversation_id": body.conversation_id, "input": {"messages": messages},
             "params": params.model_dump(), "idempotency_key": idempotency_key, "request_hash": request_hash,
-            "created_at": now, "updated_at": now, **webhook,
+            "created_at": now, "updated_at": now, **webhook, **autonomy,
         }
         try:
             await self.inserter.insert(row)
@@ -112,23 +121,35 @@ class RequestService:
             raise ApiError(422, "webhooks_unavailable", "this deployment does not deliver webhooks")
         return {"webhook_url": None, "webhook_endpoint_id": None, "webhook_events": None}
 
+    async def _autonomy_columns(self, who: Principal, body: SubmitRequestBody) -> dict[str, Any]:
+        if self.autonomy_check is not None:
+            return await self.autonomy_check(who, body)
+        if body.task or body.context or body.autonomy_level or body.action:
+            raise ApiError(422, "autonomy_unavailable", "this deployment does not support autonomy settings")
+        return {}
+
     async def _replay(self, existing: Any, request_hash: str) -> SubmitOutcome:
         if existing.request_hash != request_hash:
             raise ApiError(
                 409, "idempotency_key_reused",
                 "this Idempotency-Key was used with a different request body", request_id=existing.id,
             )
-        if existing.status == RequestStatus.QUEUED.value:
+        # a No AI request was recorded finished at once: re-send its (idempotent) facts like a queued one
+        if existing.status == RequestStatus.QUEUED.value or existing.finish_reason == NO_AI_FINISH_REASON:
             await self._publish(existing._asdict())
         return SubmitOutcome(existing, replayed=True)
 
     async def _publish(self, row: dict[str, Any], api_key_id: str | None = None) -> None:
+        if row.get("finish_reason") == NO_AI_FINISH_REASON and self.finish_without_model is not None:
+            await self.finish_without_model(row, api_key_id)  # No AI: never reaches a worker
+            return
         # Built straight from the validated row (no second validation on the hot path); the consumer
         # decodes it with schemas.events.InferenceRequest, and tests pin that the two agree.
         message = orjson.dumps({
             "schema_version": InferenceRequest.SCHEMA_VERSION, "request_id": row["id"],
             "tenant_id": row["tenant_id"], "tier": row["tier"], "conversation_id": row["conversation_id"],
             "messages": row["input"]["messages"], "params": row["params"], "submitted_at": row["created_at"],
+            "autonomy_level": row.get("autonomy_level"),
         })
         key = (row["conversation_id"] or row["id"]).encode()
         try:

@@ -9,9 +9,40 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import Table
+import orjson
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+class _PgArrayInsert:
+    """PostgreSQL: the whole batch as ONE statement, `INSERT … SELECT … FROM unnest($1::text[], …)`, sent
+    in autocommit (a single statement is its own transaction): one round trip, arrays encoded by asyncpg
+    in C, instead of BEGIN + a multi-row insert through SQLAlchemy's parameter processing + COMMIT."""
+
+    _PG_TYPES = ((Boolean, "boolean"), (BigInteger, "int8"), (Integer, "int4"), (Float, "float8"),
+                 (DateTime, "timestamptz"))
+
+    def __init__(self, table: Table) -> None:
+        self.columns = [c.name for c in table.columns]
+        self.json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+        selects, params = [], []
+        for i, column in enumerate(table.columns, start=1):
+            pg = next((name for kind, name in self._PG_TYPES if isinstance(column.type, kind)), "text")
+            params.append(f"${i}::{pg}[]")
+            selects.append(f'c{i}::json' if column.name in self.json_columns else f"c{i}")
+        aliases = ", ".join(f"c{i}" for i in range(1, len(self.columns) + 1))
+        self.sql = (f'INSERT INTO {table.name} ({", ".join(self.columns)}) SELECT {", ".join(selects)} '
+                    f"FROM unnest({', '.join(params)}) AS t({aliases})")
+
+    def arrays(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
+        out = []
+        for name in self.columns:
+            if name in self.json_columns:
+                out.append([None if r.get(name) is None else orjson.dumps(r[name]).decode() for r in rows])
+            else:
+                out.append([r.get(name) for r in rows])
+        return out
 
 
 class GroupCommitInserter:
@@ -23,6 +54,7 @@ class GroupCommitInserter:
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0
         self.rows = 0
+        self._pg = _PgArrayInsert(table) if engine.dialect.name == "postgresql" else None
 
     async def insert(self, row: dict[str, Any]) -> None:
         """Insert `row`; returns once it is committed. Raises IntegrityError for this row alone."""
@@ -36,8 +68,7 @@ class GroupCommitInserter:
         while self._pending:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(self.table.insert(), [row for row, _ in batch])
+                await self._write([row for row, _ in batch])
             except IntegrityError:
                 await self._one_by_one(batch)  # find the offending row(s); the others still commit
                 continue
@@ -51,6 +82,20 @@ class GroupCommitInserter:
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        if self._pg is None:
+            async with self.engine.begin() as conn:
+                await conn.execute(self.table.insert(), rows)
+            return
+        import asyncpg
+
+        async with self.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            try:
+                await raw.execute(self._pg.sql, *self._pg.arrays(rows))
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise IntegrityError(self._pg.sql, None, exc) from exc
 
     async def _one_by_one(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
         for row, fut in batch:

@@ -152,6 +152,13 @@ class Settings(BaseSettings):
     webhook_secret_overlap_s: int = Field(default=86400, ge=0, description="old secret keeps signing this long")
     webhook_max_in_flight: int = Field(default=128, gt=0, description="dispatcher: concurrent deliveries")
 
+    # levels of autonomy (docs/autonomy.md; issue 6)
+    autonomy_policy_ttl_s: float = Field(
+        default=5.0, ge=0, description="gateway: how long a tenant's autonomy policy is cached in memory")
+    autonomy_profiles_path: Path | None = Field(
+        default=None, description="worker: per-level prompt templates and generation settings (TOML); "
+                                  "empty = inference/autonomy_profiles.toml")
+
     # Triton / KServe v2 backend and the v2 model server (docs/triton.md; issue 8)
     triton_url: str = Field(default="", description="host:port, no scheme; empty = 127.0.0.1:8001 (grpc) or :8000 (http)")
     triton_protocol: Literal["grpc", "http"] = Field(default="grpc", description="grpc propagates cancellation")

@@ -80,6 +80,8 @@ class InferenceRequest(WireModel):
     messages: list[ChatMessage]
     params: GenerationParams
     submitted_at: datetime
+    # levels of autonomy (docs/autonomy.md): the level the gateway resolved; absent = the platform default
+    autonomy_level: str | None = None
 
 
 class ControlAction(StrEnum):

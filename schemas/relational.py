@@ -78,6 +78,17 @@ class InferenceRequestRow(Base):
     webhook_endpoint_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # levels of autonomy (issue 6, docs/autonomy.md): who submitted, the resolved level and the rule that
+    # produced it, the task/context it was resolved for, the requested action, and the human decision
+    submitted_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    autonomy_level: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    autonomy_rule: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    task: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    context: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    action: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 tenants = Tenant.__table__

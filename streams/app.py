@@ -66,9 +66,11 @@ def build_usage_app(settings: Settings, tiers: TierConfig) -> UsageStream:
         broker_commit_interval=settings.usage_stream_commit_interval_s,
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
-        broker_max_poll_records=2000,
-        stream_buffer_maxsize=8192,
-        producer_linger_ms=5,
+        broker_max_poll_records=5000,
+        stream_buffer_maxsize=20000,
+        # changelog records (one per new event id) are many and small: fewer, fuller produce requests
+        producer_linger_ms=50,
+        producer_max_batch_size=1024 * 1024,
         producer_acks=-1,
         worker_redirect_stdouts=False,
     )

@@ -1,0 +1,171 @@
+"""`/v1/autonomy/...` (policy store, resolve) and the human decisions on requests
+(`/v1/requests/{id}/approve|reject|edit`, `/v1/requests/{id}/audit`). Thin: rules live in
+gateway.autonomy_service; semantics and precedence in docs/autonomy.md.
+
+Tenant-wide settings and rules (tenant default and maximum, task/context rules, other users'
+defaults) need the `admin` scope (owners and admins hold it); any caller with `requests:write`
+manages its own default (`/users/me`: a user id, or an API key id for API keys).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.autonomy_service import AutonomyService, rule_resource, tenant_resource
+from gateway.errors import ApiError
+from gateway.request_models import request_resource
+from gateway.responses import JSONBytes
+from gateway.security import Principal, require_scope
+from schemas.autonomy_levels import AutonomyLevel
+
+router = APIRouter(tags=["autonomy"])
+
+Admin = Annotated[Principal, Depends(require_scope("admin"))]
+Reader = Annotated[Principal, Depends(require_scope("requests:read"))]
+Writer = Annotated[Principal, Depends(require_scope("requests:write"))]
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+async def start(app: FastAPI) -> None:
+    """Build the service and install the submit-time resolution on the request service."""
+    state = app.state
+    state.autonomy_service = service = AutonomyService(state.engine, state.producer,
+                                                       state.settings.autonomy_policy_ttl_s)
+    state.request_service.autonomy_check = service.submit_columns
+    state.request_service.finish_without_model = service.finish_without_model
+
+
+def _service(request: Request) -> AutonomyService:
+    service: AutonomyService = request.app.state.autonomy_service
+    return service
+
+
+class TenantLevelsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default_level: AutonomyLevel
+    max_level: AutonomyLevel = AutonomyLevel.AGENT
+
+
+class LevelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    level: AutonomyLevel
+
+
+class RuleBody(BaseModel):
+    """A task rule, a context rule, or a (task, context) rule: give task, context or both."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: Name | None = None
+    context: Name | None = None
+    level: AutonomyLevel
+
+
+class ApproveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class EditBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: Annotated[str, Field(min_length=1, max_length=32_768)]
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+
+
+# ---- policy ------------------------------------------------------------------------------------
+@router.get("/v1/autonomy/policy")
+async def get_policy(request: Request, who: Reader) -> JSONBytes:
+    return JSONBytes(await _service(request).policy(who))
+
+
+@router.put("/v1/autonomy/tenant")
+async def set_tenant_levels(body: TenantLevelsBody, request: Request, who: Admin) -> JSONBytes:
+    return JSONBytes(tenant_resource(await _service(request).set_tenant(who, body.default_level, body.max_level)))
+
+
+@router.put("/v1/autonomy/users/me")
+async def set_my_default(body: LevelBody, request: Request, who: Writer) -> JSONBytes:
+    return JSONBytes(rule_resource(await _service(request).put_rule(who, "user", body.level, user_id=who.subject)))
+
+
+@router.delete("/v1/autonomy/users/me", status_code=204)
+async def delete_my_default(request: Request, who: Writer) -> Response:
+    await _service(request).delete_user_default(who, who.subject)
+    return Response(status_code=204)
+
+
+@router.put("/v1/autonomy/users/{user_id}")
+async def set_user_default(user_id: str, body: LevelBody, request: Request, who: Admin) -> JSONBytes:
+    return JSONBytes(rule_resource(await _service(request).put_rule(who, "user", body.level, user_id=user_id)))
+
+
+@router.delete("/v1/autonomy/users/{user_id}", status_code=204)
+async def delete_user_default(user_id: str, request: Request, who: Admin) -> Response:
+    await _service(request).delete_user_default(who, user_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/autonomy/rules")
+async def list_rules(request: Request, who: Reader) -> JSONBytes:
+    return JSONBytes({"data": (await _service(request).policy(who))["rules"]})
+
+
+@router.post("/v1/autonomy/rules", status_code=201)
+async def put_rule(body: RuleBody, request: Request, who: Admin) -> JSONBytes:
+    if not body.task and not body.context:
+        raise ApiError(422, "rule_needs_task_or_context", "a rule names a task, a context, or both")
+    scope = "task_context" if body.task and body.context else "task" if body.task else "context"
+    row = await _service(request).put_rule(who, scope, body.level, task=body.task or "", context=body.context or "")
+    return JSONBytes(rule_resource(row), status_code=201, headers={"Location": f"/v1/autonomy/rules/{row.id}"})
+
+
+@router.get("/v1/autonomy/rules/{rule_id}")
+async def get_rule(rule_id: str, request: Request, who: Reader) -> JSONBytes:
+    return JSONBytes(rule_resource(await _service(request).get_rule(who, rule_id)))
+
+
+@router.patch("/v1/autonomy/rules/{rule_id}")
+async def update_rule(rule_id: str, body: LevelBody, request: Request, who: Writer) -> JSONBytes:
+    return JSONBytes(rule_resource(await _service(request).update_rule(who, rule_id, body.level)))
+
+
+@router.delete("/v1/autonomy/rules/{rule_id}", status_code=204)
+async def delete_rule(rule_id: str, request: Request, who: Writer) -> Response:
+    await _service(request).delete_rule(who, rule_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/autonomy/resolve")
+async def resolve_level(request: Request, who: Reader, task: str | None = None,
+                        context: str | None = None) -> JSONBytes:
+    resolution = await _service(request).resolve(who, task or None, context or None)
+    return JSONBytes({"level": resolution.level.value, "rule": resolution.rule, "task": task, "context": context,
+                      "subject": who.subject})
+
+
+# ---- decisions on requests ---------------------------------------------------------------------
+@router.post("/v1/requests/{request_id}/approve")
+async def approve_request(request_id: str, request: Request, who: Writer,
+                          body: ApproveBody | None = None) -> JSONBytes:
+    comment = body.comment if body else None
+    return JSONBytes(request_resource(await _service(request).decide(who, request_id, "approve", None, comment)))
+
+
+@router.post("/v1/requests/{request_id}/edit")
+async def edit_request(request_id: str, body: EditBody, request: Request, who: Writer) -> JSONBytes:
+    return JSONBytes(request_resource(await _service(request).decide(who, request_id, "edit", body.text,
+                                                                     body.comment)))
+
+
+@router.post("/v1/requests/{request_id}/reject")
+async def reject_request(request_id: str, request: Request, who: Writer,
+                         body: ApproveBody | None = None) -> JSONBytes:
+    comment = body.comment if body else None
+    return JSONBytes(request_resource(await _service(request).decide(who, request_id, "reject", None, comment)))
+
+
+@router.get("/v1/requests/{request_id}/audit")
+async def request_audit(request_id: str, request: Request, who: Reader) -> JSONBytes:
+    return JSONBytes({"request_id": request_id, "data": await _service(request).audit(who, request_id)})
