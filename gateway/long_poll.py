@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.request_models import request_resource
 from gateway.results_tail import ResultsTail
+from schemas.autonomy_levels import AutonomyLevel, split_suggestions
 from schemas.events import RequestLifecycleEvent, RequestStatus
 
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
@@ -48,6 +49,9 @@ def overlay(resource: dict[str, Any], event: RequestLifecycleEvent) -> dict[str,
             if value is not None and not timings.get(name):
                 timings[name] = value.isoformat()
         out["timings"] = _durations(timings)
+        autonomy = out.get("autonomy")
+        if autonomy and autonomy.get("level") == AutonomyLevel.ASSISTED.value:  # suggestions come from the output
+            out["autonomy"] = {**autonomy, "suggestions": split_suggestions(event.output)}
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,10 @@ import pytest
 
 from tests.services import kafka_service, postgres_service
 from tests.stack import REPO, Stack
+
+# One key-encryption key for every process the session starts, as production sets one from a Secret:
+# processes with different data dirs must unseal the same signing keys in the shared database.
+os.environ.setdefault("LOTABOTS_AUTH_KEY_ENCRYPTION_KEY", base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode())
 
 MODEL_CACHE = Path(os.environ.get("LOTABOTS_TEST_MODEL_DIR", REPO / ".data" / "models"))
 

@@ -7,8 +7,8 @@ Tolerances (also in bench/README.md, "Inference engine"):
   the reference's weights, so greedy output equals the reference token for token.
 * ``int4`` — the same weights with int8-quantised activations inside MatMulNBits (as llama.cpp does
   for Q4_1). Tolerance: teacher-forced on the reference's tokens, its argmax equals the reference's at
-  every step where the reference's top-1/top-2 logit gap is at least ``NEAR_TIE`` (0.25; the largest
-  gap at which it was seen to differ is 0.11), and at ≥ 90 % of all steps; run free, its greedy output
+  every step where the reference's top-1/top-2 logit gap is at least ``NEAR_TIE`` (0.5; the largest
+  gap at which it was seen to differ is 0.24), and at ≥ 90 % of all steps; run free, its greedy output
   equals the reference's up to the first step whose reference gap is below ``NEAR_TIE``.
 * ``fp16`` — the GPU variant; ONNX Runtime's CPU EP runs its float16 graph too, so it is pinned here:
   exact on these prompts (the smallest reference gap is 0.026). On the GPU, bench/bench_gpu.py reports
@@ -30,7 +30,7 @@ from inference.model_files import LoadedModel, load_model
 from inference.scheduler import BatchScheduler, SequenceParams, SequenceResult
 from tests.test_model_parity import MAX_NEW_TOKENS, greedy
 
-NEAR_TIE = 0.25
+NEAR_TIE = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,15 @@ def _run_scheduler(model: object, reference: dict, max_batch: int) -> dict[str, 
     finally:
         sched.stop()
     return results
+
+
+def test_scheduler_with_host_cache_matches_reference(model_dir: Path, reference: dict) -> None:
+    """The same scheduler run with the plain CPU model: the numpy KV edits (NumpyKVOps)."""
+    model = load_model(model_dir, variant="fp32", threads=0, device="cpu")
+    results = _run_scheduler(model, reference, max_batch=3)
+    for i, case in enumerate(reference["cases"]):
+        expected = [t for t in case["output_ids"] if t not in model.eos_token_ids]
+        assert results[str(i)].token_ids == expected, case["prompt"]
 
 
 def test_device_model_keeps_cache_bound_and_matches_reference_through_scheduler(
