@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import REPO, wait_http  # noqa: E402
 
 RAW_TOPIC = "bench.raw-usage-events"
+NOOP_TOPIC = "bench.faust-noop-events"
 ZERO = Decimal(0)
 
 
@@ -112,8 +114,8 @@ async def raw_baseline(bootstrap: str, chdb: Path, events: list[tuple[bytes, byt
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             rows = [raw_row(r.value, r.partition, r.offset) for records in batch.values() for r in records]
             if rows:
-                await loop.run_in_executor(thread, lambda: client.insert(USAGE_EVENTS_TABLE, rows,
-                                                                        column_names=list(ROW_COLUMNS)))
+                await loop.run_in_executor(thread, partial(client.insert, USAGE_EVENTS_TABLE, rows,
+                                                           column_names=list(ROW_COLUMNS)))
                 await consumer.commit()
                 inserted += len(rows)
         elapsed = time.perf_counter() - started
@@ -123,6 +125,62 @@ async def raw_baseline(bootstrap: str, chdb: Path, events: list[tuple[bytes, byt
         thread.shutdown()
         client.close()
     return elapsed
+
+
+def _mark_done(done_file: str) -> None:
+    Path(done_file).write_text(str(time.time()))
+    os._exit(0)
+
+
+def _spawn(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it until it exits
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def faust_noop_child(bootstrap: str, n: int, done_file: str) -> None:
+    """The Faust ceiling: an agent that only counts messages (run in its own process)."""
+    import faust
+
+    app = faust.App(f"bench-noop-{os.getpid()}", broker=f"kafka://{bootstrap}", value_serializer="raw",
+                    key_serializer="raw", web_enabled=False, topic_disable_leader=True,
+                    consumer_auto_offset_reset="earliest", broker_max_poll_records=5000,
+                    stream_buffer_maxsize=20000)
+    topic = app.topic(NOOP_TOPIC, value_serializer="raw")
+    seen = 0
+
+    @app.agent(topic)
+    async def count(stream):  # type: ignore[no-untyped-def]
+        nonlocal seen
+        async for batch in stream.take(5000, within=0.1):
+            seen += len(batch)
+            if seen >= n:
+                _mark_done(done_file)
+
+    faust.Worker(app, quiet=True, loglevel="warning").execute_from_commandline()
+
+
+async def faust_noop(bootstrap: str, workdir: Path, events: list[tuple[bytes, bytes]]) -> float:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(NOOP_TOPIC, 8, 1)])
+    await admin.close()
+    done = workdir / "noop.done"
+    child = _spawn([sys.executable, __file__, "--noop-child", bootstrap, str(len(events)), str(done)])
+    try:
+        await asyncio.sleep(12)  # joined its group, idle
+        started = time.time()
+        await produce(bootstrap, NOOP_TOPIC, events)
+        while not done.exists():
+            if child.poll() is not None and not done.exists():
+                raise RuntimeError("the Faust no-op consumer exited early")
+            await asyncio.sleep(0.05)
+        return float(done.read_text()) - started
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
 
 
 async def pipeline(bootstrap: str, workdir: Path, events: list[tuple[bytes, bytes]]) -> tuple[float, dict]:
@@ -140,9 +198,7 @@ async def pipeline(bootstrap: str, workdir: Path, events: list[tuple[bytes, byte
     procs = []
     for name, argv, extra in (("usage-service", ["serve", "usage"], {}),
                               ("usage-stream", ["worker", "usage-stream"], {"LOTABOTS_METRICS_PORT": str(health_port)})):
-        with open(logs / f"{name}.log", "wb") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "lotabots.cli", *argv], env={**env, **extra},
-                                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True))
+        procs.append(_spawn([sys.executable, "-m", "lotabots.cli", *argv], {**env, **extra}, logs / f"{name}.log"))
     url = f"http://127.0.0.1:{usage_port}"
     try:
         try:
@@ -195,13 +251,16 @@ async def main() -> None:
             bootstrap = broker.bootstrap
         events = cloudevents(args.events, args.tenants)
         raw_s = await raw_baseline(bootstrap, workdir / "raw-chdb", events)
+        noop_s = await faust_noop(bootstrap, workdir, events)
         pipe_s, extra = await pipeline(bootstrap, workdir, events)
         n = len(events)
-        raw_rate, pipe_rate = n / raw_s, n / pipe_s
+        raw_rate, noop_rate, pipe_rate = n / raw_s, n / noop_s, n / pipe_s
         print(f"events: {n} ({args.tenants} tenants), producer alone: {n / extra['produce_s']:,.0f} events/s")
-        print(f"raw aiokafka -> ClickHouse insert : {raw_rate:10,.0f} events/s ({raw_s:.1f} s)")
-        print(f"usage.events -> Faust -> ClickHouse: {pipe_rate:10,.0f} events/s ({pipe_s:.1f} s)")
-        print(f"pipeline / raw: {pipe_rate / raw_rate:.2f}  (goal >= 0.50; goal >= 20,000 events/s)")
+        print(f"raw aiokafka -> ClickHouse insert  : {raw_rate:10,.0f} events/s ({raw_s:.1f} s)")
+        print(f"Faust no-op agent (Faust's ceiling) : {noop_rate:10,.0f} events/s ({noop_s:.1f} s)")
+        print(f"usage.events -> Faust -> ClickHouse : {pipe_rate:10,.0f} events/s ({pipe_s:.1f} s)")
+        print(f"pipeline / raw: {pipe_rate / raw_rate:.2f}  (goal >= 0.50; goal >= 20,000 events/s); "
+              f"pipeline / Faust no-op: {pipe_rate / noop_rate:.2f}; load average {os.getloadavg()[0]:.1f}")
         events_in_rollup, requests, prompt = (int(x) for x in extra["rollup"])
         assert (events_in_rollup, requests, prompt) == (n, n // 2, 40 * (n // 2)), extra["rollup"]
         print(f"rollup check: {events_in_rollup} events, {requests} requests, {prompt} prompt tokens (exact)")
@@ -212,4 +271,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--noop-child"]:  # the Faust ceiling's own process (Faust owns its event loop)
+        faust_noop_child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        asyncio.run(main())

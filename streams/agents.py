@@ -85,10 +85,11 @@ def _billing_agent(s: UsageStream) -> None:
                 if seen.is_duplicate(fact.id, message.partition, message.offset):
                     _DUPLICATES.inc()
                     continue
-                seen.remember(message.partition, message.offset, fact.id, now)
+                seen.remember(message.partition, message.offset, fact.id)
                 billable = price_usage_event(fact, tiers.get(fact.data.tier).prices)
                 by_tenant.setdefault(billable.tenant_id, []).append(billable.model_dump_json().encode())
                 kinds[billable.kind.value] = kinds.get(billable.kind.value, 0) + 1
+            seen.flush(now)  # the batch's new ids: one changelog record per partition
             for tenant_id, facts in by_tenant.items():
                 for i in range(0, len(facts), FACTS_PER_MESSAGE):
                     await topics.billable.send(key=tenant_id.encode(),

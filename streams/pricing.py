@@ -15,6 +15,8 @@ from schemas.usage import (
 )
 
 _THOUSAND = Decimal(1000)
+_EMPTY_TEXT = {k: "" for k in ("request_id", "api_key_id", "model", "autonomy_level", "status", "finish_reason",
+                               "reason")}
 
 
 def price_usage_event(event: UsageEvent, prices: TierPrices) -> BillableUsage:
@@ -37,11 +39,13 @@ def price_usage_event(event: UsageEvent, prices: TierPrices) -> BillableUsage:
     request_cost = prices.per_request * requests
     input_cost = prices.per_1k_input_tokens * prompt / _THOUSAND
     output_cost = prices.per_1k_output_tokens * completion / _THOUSAND
-    return BillableUsage(
+    # model_construct: every input was validated with the event, and this runs once per fact
+    return BillableUsage.model_construct(
         event_id=event.id, event_type=event.type, kind=KIND_OF[event.type], tenant_id=data.tenant_id,
         tier=data.tier, event_time=event.time, requests=requests, rejections=rejections,
         prompt_tokens=prompt, completion_tokens=completion, latency_ms=latency,
         price_per_request=prices.per_request, price_per_1k_input=prices.per_1k_input_tokens,
         price_per_1k_output=prices.per_1k_output_tokens, request_cost=request_cost, input_cost=input_cost,
-        output_cost=output_cost, cost=request_cost + input_cost + output_cost, **fields,
+        output_cost=output_cost, cost=request_cost + input_cost + output_cost,
+        **{**_EMPTY_TEXT, **fields},
     )

@@ -105,36 +105,45 @@ class _FakeTable:
         self.changelog.append((partition, key, value))
 
 
-def test_seen_ids_are_changelogged_to_their_source_partition_and_expire_after_the_ttl() -> None:
+def test_seen_ids_are_changelogged_per_partition_segment_and_expire_after_the_ttl() -> None:
     table = _FakeTable()
     seen = SeenEvents(table, ttl_s=100)
-    seen.remember(3, 70, "a", now=1000)
-    seen.remember(5, 80, "b", now=1050)
-    seen.remember(5, 81, "b", now=1060)  # already known: where it was first seen stays
-    assert "a" in seen and "b" in seen and "c" not in seen
-    assert table.changelog == [(3, "a", [1000, 3, 70]), (5, "b", [1050, 5, 80])]
+    seen.remember(3, 70, "a")
+    seen.remember(5, 80, "b")
+    seen.remember(5, 81, "b")  # already known: where it was first seen stays
+    seen.remember(5, 82, "c")
+    assert seen.flush(now=1000) == 2
+    assert "a" in seen and "b" in seen and "zz" not in seen
+    assert sorted(table.changelog) == [(3, "3/70", {"t": 1000, "ids": [["a", 70]]}),
+                                       (5, "5/80", {"t": 1000, "ids": [["b", 80], ["c", 82]]})]
+    seen.remember(3, 71, "d")
+    seen.flush(now=1050)
     assert seen.expire(now=1099, owns=lambda p: True) == 0
-    assert seen.expire(now=1101, owns=lambda p: True) == 1
-    assert "a" not in seen and "b" in seen and table.changelog[-1] == (3, "a", None)
+    assert seen.expire(now=1101, owns=lambda p: True) == 3
+    assert "a" not in seen and "b" not in seen and "d" in seen
+    assert {c[1] for c in table.changelog if c[2] is None} == {"3/70", "5/80"}
 
 
 def test_a_message_read_again_after_a_crash_is_not_its_own_duplicate() -> None:
     seen = SeenEvents(_FakeTable(), ttl_s=100)
-    seen.remember(2, 500, "r1:accepted", now=1)
+    seen.remember(2, 500, "r1:accepted")
     assert not seen.is_duplicate("r1:accepted", 2, 500), "re-delivery of the same message: emit it again"
     assert seen.is_duplicate("r1:accepted", 2, 731), "the same fact sent again: drop it"
     assert seen.is_duplicate("r1:accepted", 4, 500)
     assert not seen.is_duplicate("r2:accepted", 2, 731)
 
 
-def test_expiry_after_recovery_uses_the_recovered_times_and_spares_other_workers_partitions() -> None:
+def test_a_restarted_worker_rebuilds_its_index_and_spares_other_workers_partitions() -> None:
     table = _FakeTable()
-    table.data.update({"old": [10, 1, 0], "other": [10, 2, 0], "new": [500, 1, 1]})  # recovered from the changelog
+    table.data.update({  # as recovered from the changelog
+        "1/0": {"t": 10, "ids": [["old", 0]]}, "2/0": {"t": 10, "ids": [["other", 0]]},
+        "1/1": {"t": 500, "ids": [["new", 1]]}})
     seen = SeenEvents(table, ttl_s=100)
     seen.reindex()
+    assert seen.is_duplicate("new", 1, 9) and not seen.is_duplicate("new", 1, 1)
     assert seen.expire(now=200, owns=lambda p: p == 1) == 1
     assert "old" not in seen and "new" in seen
-    assert [c[1] for c in table.changelog] == ["old"]
+    assert [c[1] for c in table.changelog] == ["1/0"]
 
 
 def _batch(*facts: BillableUsage) -> bytes:

@@ -5,9 +5,8 @@ Revises:
 Create Date: 2026-11-28 06:29:07.823398
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001_spine'
 down_revision = None
