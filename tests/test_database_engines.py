@@ -21,6 +21,9 @@ from lotabots.tiers import load_tier_config
 from schemas.events import LifecycleType, RequestLifecycleEvent
 
 TIERS = load_tier_config(Path(__file__).resolve().parent.parent / "lotabots" / "tiers.toml")
+# No test runs an enterprise worker, so these requests stay queued on the shared broker (the session's
+# stack runs a pro worker that would otherwise start them).
+TIER = "enterprise"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -31,7 +34,7 @@ def database_url(request, tmp_path: Path, postgres) -> str:  # type: ignore[no-u
 
 
 def _event(rid: str, tenant: str, kind: LifecycleType, **kw) -> RequestLifecycleEvent:  # type: ignore[no-untyped-def]
-    return RequestLifecycleEvent(event_id=new_id("evt"), request_id=rid, tenant_id=tenant, tier="pro", type=kind,
+    return RequestLifecycleEvent(event_id=new_id("evt"), request_id=rid, tenant_id=tenant, tier=TIER, type=kind,
                                  at=datetime.now(UTC), **kw)
 
 
@@ -42,8 +45,8 @@ async def test_submit_and_lifecycle_on_both_engines(database_url: str, kafka_top
     producer = make_producer(Settings(kafka_bootstrap=kafka_topics.bootstrap), client_id="test")
     await producer.start()
     try:
-        tenant_id, key = await create_tenant(engine, TIERS, "t", "pro")
-        who = Principal(tenant_id, "pro", frozenset({"requests:write", "requests:read"}), key.id, "api_key")
+        tenant_id, key = await create_tenant(engine, TIERS, "t", TIER)
+        who = Principal(tenant_id, TIER, frozenset({"requests:write", "requests:read"}), key.id, "api_key")
         service = RequestService(engine, producer, TIERS)
         body = SubmitRequestBody(messages=[{"role": "user", "content": "hi"}], max_tokens=4)
         first = await service.submit(who, body, "k1")
@@ -74,8 +77,8 @@ async def test_cancel_of_a_queued_request_then_worker_counts(database_url: str, 
     producer = make_producer(Settings(kafka_bootstrap=kafka_topics.bootstrap), client_id="test")
     await producer.start()
     try:
-        tenant_id, key = await create_tenant(engine, TIERS, "t", "pro")
-        who = Principal(tenant_id, "pro", frozenset({"requests:write", "requests:read"}), key.id, "api_key")
+        tenant_id, key = await create_tenant(engine, TIERS, "t", TIER)
+        who = Principal(tenant_id, TIER, frozenset({"requests:write", "requests:read"}), key.id, "api_key")
         service = RequestService(engine, producer, TIERS)
         rid = (await service.submit(who, SubmitRequestBody(messages=[{"role": "user", "content": "x"}]), None)).row.id
         assert (await service.cancel(who, rid)).status == "canceled"
