@@ -22,7 +22,8 @@ def decode(model: type[M], raw: bytes | None) -> M:
     return model.model_validate_json(raw)
 
 
-def make_producer(settings: Settings, *, client_id: str, linger_ms: int = 0) -> AIOKafkaProducer:
+def make_producer(settings: Settings, *, client_id: str, linger_ms: int = 0,
+                  max_batch_size: int = 16384) -> AIOKafkaProducer:
     # acks=all + idempotence: a produce that returned is durable on the broker and never duplicated by retries.
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -30,6 +31,7 @@ def make_producer(settings: Settings, *, client_id: str, linger_ms: int = 0) -> 
         acks="all",
         enable_idempotence=True,
         linger_ms=linger_ms,
+        max_batch_size=max_batch_size,
         request_timeout_ms=30_000,
     )
 

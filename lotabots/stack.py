@@ -84,14 +84,17 @@ def _ensure_demo_tenant(settings: Settings) -> dict[str, str]:
 
 def _children(settings: Settings) -> list[Child]:
     """Gateway, the autoscaler (which runs each tier's inference workers within its bounds, by lag),
-    the result writer, the webhook dispatcher. Metrics ports: 9101 autoscaler, 9102 results,
-    9103 webhooks, 9200+ inference workers."""
+    the result writer, the webhook dispatcher, the Faust usage stream and the usage service (which owns
+    ClickHouse). Metrics ports: 9101 autoscaler, 9102 results, 9103 webhooks, 9104 usage stream,
+    9200+ inference workers; the usage service serves its own on LOTABOTS_USAGE_PORT."""
     return [
         Child("gateway", ["serve", "gateway"]),
         Child("autoscaler", ["autoscale"], {"LOTABOTS_METRICS_PORT": "9101",
                                             "LOTABOTS_AUTOSCALE_WORKER_METRICS_PORT_BASE": "9200"}),
         Child("results", ["worker", "results"], {"LOTABOTS_METRICS_PORT": "9102"}),
         Child("webhooks", ["worker", "webhooks"], {"LOTABOTS_METRICS_PORT": "9103"}),
+        Child("usage-stream", ["worker", "usage-stream"], {"LOTABOTS_METRICS_PORT": "9104"}),
+        Child("usage", ["serve", "usage"]),
     ]
 
 
