@@ -36,7 +36,7 @@ HEALTHY_AFTER_S = 30.0  # a worker that lived this long before dying resets the 
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent_fn() -> Callable[[], None] | None:
+def die_with_parent_preexec() -> Callable[[], None] | None:
     """A preexec function asking the kernel to SIGTERM the child when its parent dies (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -51,7 +51,7 @@ def _die_with_parent_fn() -> Callable[[], None] | None:
     return preexec
 
 
-_PREEXEC = _die_with_parent_fn()
+_PREEXEC = die_with_parent_preexec()
 
 
 @dataclass

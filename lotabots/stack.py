@@ -34,10 +34,13 @@ class Child:
     restarts: int = 0
 
     def start(self, log_dir: Path) -> None:
+        from consumers.worker_pool import die_with_parent_preexec
+
         log = open(log_dir / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lotabots.cli", *self.argv], stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, **self.env}, start_new_session=True,
+            preexec_fn=die_with_parent_preexec(),  # noqa: PLW1509 - a SIGKILLed `up` takes its children along
         )
 
     def alive(self) -> bool:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from consumers.worker_pool import die_with_parent_preexec
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -29,8 +31,10 @@ class StackProcess:
 
     def start(self) -> StackProcess:
         fh = open(self.log, "ab")
+        # die with the test process even if pytest itself is killed: no orphaned workers between runs
         self.proc = subprocess.Popen([sys.executable, "-m", "lotabots.cli", *self.argv], env=self.env,
-                                     stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+                                     stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+                                     preexec_fn=die_with_parent_preexec())  # noqa: PLW1509
         return self
 
     @property
