@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     public_base_url: str = ""
-    gateway_linger_ms: int = Field(default=5, ge=0, description="producer batching window on the submit path")
+    gateway_linger_ms: int = Field(default=1, ge=0, description="producer batching window on the submit path (ms)")
     long_poll_max_s: float = Field(default=60.0, gt=0, description="cap on Prefer: wait=N and ?wait=N")
 
     # auth service (docs/auth.md)
