@@ -110,14 +110,17 @@ def main() -> None:
                "LOTABOTS_DATA_DIR": str(tmp / "data"), "LOTABOTS_LOG_LEVEL": "WARNING"}
         gateway = subprocess.Popen([sys.executable, "-m", "lotabots.cli", "serve", "gateway", "--port", str(port)],
                                    cwd=REPO, env=env)
+        # polling clients see completion once the result writer stored it; long-poll wakes on the event
+        writer = subprocess.Popen([sys.executable, "-m", "lotabots.cli", "worker", "results"], cwd=REPO, env=env)
         try:
             wait_http(f"http://127.0.0.1:{port}/readyz")
             base = f"http://127.0.0.1:{port}"
             out = {mode: asyncio.run(scenario(base, tenant_id, key, kafka.bootstrap, args.requests, args.rate, mode))
                    for mode in ("long-poll", "poll-100ms")}
         finally:
-            gateway.terminate()
-            gateway.wait(30)
+            for process in (gateway, writer):
+                process.terminate()
+                process.wait(30)
     for mode, lat in out.items():
         print(f"{mode:10s}: completion -> client response  p50 {statistics.median(lat):6.1f} ms"
               f"  p99 {pct(lat, 0.99):6.1f} ms  (n={len(lat)}, {args.rate:.0f} completions/s)")

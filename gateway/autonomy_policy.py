@@ -1,10 +1,14 @@
 """Resolving a request's level of autonomy from the tenant's policy (pure logic) and caching each
-tenant's policy in memory, so the submit hot path pays a dict lookup, not a DB round trip.
+tenant's policy in memory, so the submit hot path pays a few dict lookups, not a DB round trip.
 
-Precedence (docs/autonomy.md): the most specific rule wins — (task, context) > task > context >
-the user's default > the tenant's default > the platform default — and the result is capped at the
-tenant's maximum. The resolved level is the request's ceiling: a submit may ask for a lower level,
-never a higher one.
+A rule has a kind — the user's `default`, a `task`, a `context` or a `task_context` pair — and an owner:
+the tenant (user_id "") or one user (user_id set; a user's own rules apply to that user only).
+
+Precedence (docs/autonomy.md), most specific first, a user's own rule before the tenant's at the same
+specificity: user (task, context) > tenant (task, context) > user task > tenant task > user context >
+tenant context > user default > tenant default > platform default. The result is capped at the
+tenant's maximum, which bounds every rule. The resolved level is the request's ceiling: a submit may
+ask for a lower level, never a higher one.
 """
 
 from __future__ import annotations
@@ -18,19 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ApiError
 from schemas.autonomy_levels import PLATFORM_DEFAULT_LEVEL, AutonomyLevel
-from schemas.autonomy_tables import autonomy_rules, autonomy_tenant_settings
+from schemas.autonomy_tables import RULE_KINDS, autonomy_rules, autonomy_tenant_settings
 
-SCOPES = ("task_context", "task", "context", "user")
+# How a rule kind reads in a scope name: "user:task+context", "tenant:task", "user:default".
+KIND_NAMES = {"task_context": "task+context", "task": "task", "context": "context", "default": "default"}
+
+
+def scope_name(kind: str, user_id: str) -> str:
+    """The public name of a rule's scope: its owner and its kind."""
+    return f"{'user' if user_id else 'tenant'}:{KIND_NAMES[kind]}"
 
 
 @dataclass(frozen=True)
 class TenantPolicy:
-    """Everything a tenant configured, indexed for resolution."""
+    """Everything a tenant configured — its own rules and every user's — indexed for resolution."""
 
     default_level: AutonomyLevel = PLATFORM_DEFAULT_LEVEL
     max_level: AutonomyLevel = AutonomyLevel.AGENT
     configured: bool = False  # the tenant has its own default/maximum (else the platform's)
-    # (scope, user_id, task, context) -> (rule id, level)
+    # (kind, user_id, task, context) -> (rule id, level); user_id "" for the tenant's own rules
     rules: dict[tuple[str, str, str, str], tuple[str, AutonomyLevel]] = field(default_factory=dict)
 
     @property
@@ -44,31 +54,36 @@ class Resolution:
     rule: dict[str, Any]
 
 
+def _candidates(subject: str, task: str, context: str) -> list[tuple[str, str, str, str]]:
+    """The rule keys that could apply, most specific first (a user's own rule before the tenant's)."""
+    keys: list[tuple[str, str, str, str]] = []
+    if task and context:
+        keys += [("task_context", subject, task, context), ("task_context", "", task, context)]
+    if task:
+        keys += [("task", subject, task, ""), ("task", "", task, "")]
+    if context:
+        keys += [("context", subject, "", context), ("context", "", "", context)]
+    keys.append(("default", subject, "", ""))
+    return keys
+
+
 def resolve(policy: TenantPolicy, subject: str, task: str | None, context: str | None) -> Resolution:
     """The effective level for `subject` doing `task` in `context`, and the rule that produced it."""
     found: dict[str, Any] | None = None
     level = policy.default_level
     if policy.rules:
-        t, c = task or "", context or ""
-        candidates = []
-        if t and c:
-            candidates.append(("task_context", "", t, c))
-        if t:
-            candidates.append(("task", "", t, ""))
-        if c:
-            candidates.append(("context", "", "", c))
-        candidates.append(("user", subject, "", ""))
-        for key in candidates:
+        for key in _candidates(subject, task or "", context or ""):
             hit = policy.rules.get(key)
             if hit is not None:
+                kind, user_id, t, c = key
                 rule_id, level = hit
-                found = {"scope": key[0], "id": rule_id, "level": level.value}
-                if key[0] == "user":
-                    found["user_id"] = subject
-                if key[2]:
-                    found["task"] = key[2]
-                if key[3]:
-                    found["context"] = key[3]
+                found = {"scope": scope_name(kind, user_id), "id": rule_id, "level": level.value}
+                if user_id:
+                    found["user_id"] = user_id
+                if t:
+                    found["task"] = t
+                if c:
+                    found["context"] = c
                 break
     if found is None:
         scope = "tenant_default" if policy.configured else "platform_default"
@@ -119,7 +134,10 @@ async def load_policy(engine: AsyncEngine, tenant_id: str) -> TenantPolicy:
     async with engine.connect() as conn:
         settings = (await conn.execute(select(S).where(S.c.tenant_id == tenant_id))).first()
         rules = (await conn.execute(select(RU).where(RU.c.tenant_id == tenant_id))).fetchall()
-    indexed = {(r.scope, r.user_id, r.task, r.context): (r.id, AutonomyLevel(r.level)) for r in rules}
+    # One query loads the tenant's rules and every user's own rules: a submit by any of its users then
+    # resolves from memory. (A tenant with very many personal rules pays for them in this one load.)
+    indexed = {(r.scope, r.user_id, r.task, r.context): (r.id, AutonomyLevel(r.level)) for r in rules
+               if r.scope in RULE_KINDS}
     if settings is None:
         return TenantPolicy(rules=indexed)
     return TenantPolicy(AutonomyLevel(settings.default_level), AutonomyLevel(settings.max_level), True, indexed)

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.autonomy_policy import PolicyCache, Resolution, apply_requested, resolve
+from gateway.autonomy_policy import PolicyCache, Resolution, apply_requested, resolve, scope_name
 from gateway.errors import ApiError
 from gateway.request_models import SubmitRequestBody
 from gateway.security import Principal
@@ -118,11 +118,23 @@ class AutonomyService:
 
     # ---- policy store ---------------------------------------------------------------------------
     async def policy(self, who: Principal) -> dict[str, Any]:
+        """The tenant's settings and the rules the caller may see: a tenant admin sees every rule; anyone
+        else the tenant-wide rules and its own (another user's rules are invisible)."""
+        visible = RU.c.tenant_id == who.tenant_id
+        if not is_tenant_admin(who):
+            visible = and_(visible, or_(RU.c.user_id == "", RU.c.user_id == who.subject))
         async with self.engine.connect() as conn:
             settings = (await conn.execute(select(S).where(S.c.tenant_id == who.tenant_id))).first()
-            rules = (await conn.execute(select(RU).where(RU.c.tenant_id == who.tenant_id)
-                                        .order_by(RU.c.created_at, RU.c.id))).fetchall()
+            rules = (await conn.execute(select(RU).where(visible).order_by(RU.c.created_at, RU.c.id))).fetchall()
         return {"tenant": tenant_resource(settings), "rules": [rule_resource(r) for r in rules]}
+
+    async def user_rules(self, who: Principal, user_id: str) -> list[dict[str, Any]]:
+        """One user's own rules (its default and its task/context rules)."""
+        async with self.engine.connect() as conn:
+            rules = (await conn.execute(select(RU).where(and_(RU.c.tenant_id == who.tenant_id,
+                                                              RU.c.user_id == user_id))
+                                        .order_by(RU.c.created_at, RU.c.id))).fetchall()
+        return [rule_resource(r) for r in rules]
 
     async def set_tenant(self, who: Principal, default_level: AutonomyLevel, max_level: AutonomyLevel) -> Any:
         if default_level.rank > max_level.rank:
@@ -140,7 +152,8 @@ class AutonomyService:
 
     async def put_rule(self, who: Principal, scope: str, level: AutonomyLevel, *, user_id: str = "",
                        task: str = "", context: str = "") -> Any:
-        """Create or replace the rule with this key (a rule is identified by what it matches)."""
+        """Create or replace the rule with this key (a rule is identified by what it matches and whose it
+        is: `scope` is its kind, `user_id` its owner, "" for a tenant-wide rule)."""
         now = datetime.now(UTC)
         key = and_(RU.c.tenant_id == who.tenant_id, RU.c.scope == scope, RU.c.user_id == user_id,
                    RU.c.task == task, RU.c.context == context)
@@ -167,6 +180,9 @@ class AutonomyService:
                                                             RU.c.tenant_id == who.tenant_id)))).first()
         if row is None:
             raise ApiError(404, "autonomy_rule_not_found", "no such autonomy rule")
+        if row.user_id and row.user_id != who.subject and not is_tenant_admin(who):
+            # another user's own rule is invisible to it: indistinguishable from an unknown one
+            raise ApiError(404, "autonomy_rule_not_found", "no such autonomy rule")
         return row
 
     async def update_rule(self, who: Principal, rule_id: str, level: AutonomyLevel) -> Any:
@@ -188,13 +204,13 @@ class AutonomyService:
     async def delete_user_default(self, who: Principal, user_id: str) -> bool:
         async with self.engine.begin() as conn:
             res = await conn.execute(delete(RU).where(and_(
-                RU.c.tenant_id == who.tenant_id, RU.c.scope == "user", RU.c.user_id == user_id)))
+                RU.c.tenant_id == who.tenant_id, RU.c.scope == "default", RU.c.user_id == user_id)))
         self.policies.invalidate(who.tenant_id)
         return bool(res.rowcount)
 
     @staticmethod
     def _may_manage(who: Principal, row: Any) -> None:
-        if is_tenant_admin(who) or (row.scope == "user" and row.user_id == who.subject):
+        if is_tenant_admin(who) or (row.user_id and row.user_id == who.subject):
             return
         raise ApiError(403, "insufficient_scope", "only tenant admins manage tenant-wide autonomy rules",
                        required_scope="admin")
@@ -213,9 +229,13 @@ class AutonomyService:
         if row.decision is not None:
             raise ApiError(409, "request_already_decided", f"the request was already {row.decision}",
                            decision=row.decision, decided_by=row.decided_by)
+        if row.status in (RequestStatus.QUEUED.value, RequestStatus.RUNNING.value):
+            # A long-poll may already have shown `awaiting_approval` from the lifecycle event while the
+            # result writer has not stored it yet: give the writer a moment (bounded; decisions are rare).
+            row = await self._await_stored_outcome(who, request_id, row)
         if row.status != RequestStatus.AWAITING_APPROVAL.value:
             raise ApiError(409, "request_not_awaiting_approval",
-                           f"the request is {row.status}, not awaiting approval", status=row.status)
+                           f"the request is {row.status}, not awaiting approval", current_status=row.status)
         if row.submitted_by != who.subject and not is_tenant_admin(who):
             raise ApiError(403, "not_request_owner",
                            "only the user who submitted the request or a tenant admin may decide it")
@@ -246,6 +266,15 @@ class AutonomyService:
         )
         await self._produce_decision(event)
         return await self._request(who, request_id)
+
+    async def _await_stored_outcome(self, who: Principal, request_id: str, row: Any, timeout_s: float = 10.0) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while row.status in (RequestStatus.QUEUED.value, RequestStatus.RUNNING.value):
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+            row = await self._request(who, request_id)
+        return row
 
     async def _produce_decision(self, event: RequestLifecycleEvent) -> None:
         # The row already holds the decision; the event carries it to webhooks (and the action). Retry a
@@ -316,7 +345,8 @@ def tenant_resource(row: Any) -> dict[str, Any]:
 
 
 def rule_resource(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "object": "autonomy_rule", "scope": row.scope, "user_id": row.user_id or None,
+    return {"id": row.id, "object": "autonomy_rule", "scope": scope_name(row.scope, row.user_id),
+            "kind": row.scope, "owner": "user" if row.user_id else "tenant", "user_id": row.user_id or None,
             "task": row.task or None, "context": row.context or None, "level": row.level,
             "created_by": row.created_by, "created_at": row.created_at.isoformat(),
             "updated_at": row.updated_at.isoformat()}

@@ -2,7 +2,8 @@
 (task, context)), and the audit trail of human decisions on requests. Same tables on SQLite and PostgreSQL.
 
 Unused parts of a rule's key are stored as "" (not NULL) so the unique constraint holds on every
-engine: PostgreSQL treats NULLs in a unique constraint as distinct.
+engine: PostgreSQL treats NULLs in a unique constraint as distinct. A rule's owner is its user_id: "" for
+a tenant-wide rule, a user (or API key) id for that user's own rule.
 """
 
 from __future__ import annotations
@@ -10,10 +11,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from schemas.relational import Base
+
+# A rule's kind (the `scope` column): what it matches. A `default` rule is always a user's own (the
+# tenant's default lives in autonomy_tenant_settings); the others are tenant-wide or a user's own.
+RULE_KINDS = ("default", "task", "context", "task_context")
+RULE_KEY_SHAPE = (
+    "(scope = 'default' AND user_id <> '' AND task = '' AND context = '')"
+    " OR (scope = 'task' AND task <> '' AND context = '')"
+    " OR (scope = 'context' AND task = '' AND context <> '')"
+    " OR (scope = 'task_context' AND task <> '' AND context <> '')"
+)
 
 
 class AutonomyTenantSettings(Base):
@@ -28,11 +39,13 @@ class AutonomyTenantSettings(Base):
 
 
 class AutonomyRule(Base):
-    """One rule: `scope` user (user_id), task, context or task_context; the level it sets."""
+    """One rule: its kind (`scope`: default, task, context or task_context), its owner (`user_id`, ""
+    for the tenant) and the level it sets."""
 
     __tablename__ = "autonomy_rules"
     __table_args__ = (
         UniqueConstraint("tenant_id", "scope", "user_id", "task", "context", name="uq_autonomy_rules_key"),
+        CheckConstraint(RULE_KEY_SHAPE, name="key_shape"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)

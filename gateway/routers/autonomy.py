@@ -3,8 +3,9 @@
 gateway.autonomy_service; semantics and precedence in docs/autonomy.md.
 
 Tenant-wide settings and rules (tenant default and maximum, task/context rules, other users'
-defaults) need the `admin` scope (owners and admins hold it); any caller with `requests:write`
-manages its own default (`/users/me`: a user id, or an API key id for API keys).
+defaults and rules) need the `admin` scope (owners and admins hold it); any caller with `requests:write`
+manages its own default (`/users/me`) and its own task/context rules (`/users/me/rules`), as a user id,
+or an API key id for API keys. Another user's own rules are invisible to non-admins (404).
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ class RuleBody(BaseModel):
     level: AutonomyLevel
 
 
+def _rule_key(body: RuleBody) -> tuple[str, str, str]:
+    """(kind, task, context) of a task, context or (task, context) rule."""
+    if not body.task and not body.context:
+        raise ApiError(422, "rule_needs_task_or_context", "a rule names a task, a context, or both")
+    kind = "task_context" if body.task and body.context else "task" if body.task else "context"
+    return kind, body.task or "", body.context or ""
+
+
+def _created(row: object) -> JSONBytes:
+    resource = rule_resource(row)
+    return JSONBytes(resource, status_code=201, headers={"Location": f"/v1/autonomy/rules/{resource['id']}"})
+
+
 class ApproveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     comment: Annotated[str, Field(max_length=2000)] | None = None
@@ -87,7 +101,7 @@ async def set_tenant_levels(body: TenantLevelsBody, request: Request, who: Admin
 
 @router.put("/v1/autonomy/users/me")
 async def set_my_default(body: LevelBody, request: Request, who: Writer) -> JSONBytes:
-    return JSONBytes(rule_resource(await _service(request).put_rule(who, "user", body.level, user_id=who.subject)))
+    return JSONBytes(rule_resource(await _service(request).put_rule(who, "default", body.level, user_id=who.subject)))
 
 
 @router.delete("/v1/autonomy/users/me", status_code=204)
@@ -96,9 +110,35 @@ async def delete_my_default(request: Request, who: Writer) -> Response:
     return Response(status_code=204)
 
 
+# Declared before /users/{user_id}/rules so that "me" is never taken for a user id.
+@router.get("/v1/autonomy/users/me/rules")
+async def list_my_rules(request: Request, who: Reader) -> JSONBytes:
+    return JSONBytes({"data": await _service(request).user_rules(who, who.subject)})
+
+
+@router.post("/v1/autonomy/users/me/rules", status_code=201)
+async def put_my_rule(body: RuleBody, request: Request, who: Writer) -> JSONBytes:
+    """Create or replace the caller's own task, context or (task, context) rule."""
+    kind, task, context = _rule_key(body)
+    return _created(await _service(request).put_rule(who, kind, body.level, user_id=who.subject, task=task,
+                                                     context=context))
+
+
+@router.get("/v1/autonomy/users/{user_id}/rules")
+async def list_user_rules(user_id: str, request: Request, who: Admin) -> JSONBytes:
+    return JSONBytes({"data": await _service(request).user_rules(who, user_id)})
+
+
+@router.post("/v1/autonomy/users/{user_id}/rules", status_code=201)
+async def put_user_rule(user_id: str, body: RuleBody, request: Request, who: Admin) -> JSONBytes:
+    kind, task, context = _rule_key(body)
+    return _created(await _service(request).put_rule(who, kind, body.level, user_id=user_id, task=task,
+                                                     context=context))
+
+
 @router.put("/v1/autonomy/users/{user_id}")
 async def set_user_default(user_id: str, body: LevelBody, request: Request, who: Admin) -> JSONBytes:
-    return JSONBytes(rule_resource(await _service(request).put_rule(who, "user", body.level, user_id=user_id)))
+    return JSONBytes(rule_resource(await _service(request).put_rule(who, "default", body.level, user_id=user_id)))
 
 
 @router.delete("/v1/autonomy/users/{user_id}", status_code=204)
@@ -114,11 +154,9 @@ async def list_rules(request: Request, who: Reader) -> JSONBytes:
 
 @router.post("/v1/autonomy/rules", status_code=201)
 async def put_rule(body: RuleBody, request: Request, who: Admin) -> JSONBytes:
-    if not body.task and not body.context:
-        raise ApiError(422, "rule_needs_task_or_context", "a rule names a task, a context, or both")
-    scope = "task_context" if body.task and body.context else "task" if body.task else "context"
-    row = await _service(request).put_rule(who, scope, body.level, task=body.task or "", context=body.context or "")
-    return JSONBytes(rule_resource(row), status_code=201, headers={"Location": f"/v1/autonomy/rules/{row.id}"})
+    """Create or replace a tenant-wide task, context or (task, context) rule."""
+    kind, task, context = _rule_key(body)
+    return _created(await _service(request).put_rule(who, kind, body.level, task=task, context=context))
 
 
 @router.get("/v1/autonomy/rules/{rule_id}")

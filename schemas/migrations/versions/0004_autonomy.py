@@ -1,4 +1,4 @@
-"""autonomy: tenant default/maximum level, rules, audit trail; per-request level, rule, task, context, action, decision
+"""autonomy: tenant default/maximum level, tenant-wide and per-user rules, audit trail; per-request level, rule, task, context, action, decision
 
 Revision ID: 0004_autonomy
 Revises: 0003_webhooks
@@ -36,7 +36,15 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_autonomy_rules_tenant_id_tenants'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_autonomy_rules')),
-    sa.UniqueConstraint('tenant_id', 'scope', 'user_id', 'task', 'context', name='uq_autonomy_rules_key')
+    sa.UniqueConstraint('tenant_id', 'scope', 'user_id', 'task', 'context', name='uq_autonomy_rules_key'),
+    # scope is the rule's kind; user_id its owner ('' = tenant-wide). Spelled out (not imported from the
+    # models) so this revision keeps creating the same table whatever the models become.
+    sa.CheckConstraint(
+        "(scope = 'default' AND user_id <> '' AND task = '' AND context = '')"
+        " OR (scope = 'task' AND task <> '' AND context = '')"
+        " OR (scope = 'context' AND task = '' AND context <> '')"
+        " OR (scope = 'task_context' AND task <> '' AND context <> '')",
+        name=op.f('ck_autonomy_rules_key_shape')),
     )
     with op.batch_alter_table('autonomy_rules', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_autonomy_rules_tenant_id'), ['tenant_id'], unique=False)
