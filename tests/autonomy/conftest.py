@@ -43,9 +43,14 @@ def autonomy_gateway(stack: Stack) -> str:
     raise RuntimeError(f"autonomy gateway not ready: {stack.tail('gateway-autonomy')}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def autonomy_dispatcher(stack: Stack) -> Iterator[StackProcess]:
-    process = stack.spawn("webhooks-autonomy", "worker", "webhooks", extra_env=ALLOW_LOOPBACK)
+    # Same retry schedule as the webhook tests' dispatcher, and stopped when this package ends: two
+    # members of the dispatcher group with different schedules would leave retry-topic messages due
+    # minutes later at the head of a partition, holding the other suite's retries behind them.
+    from tests.webhooks.conftest import DISPATCHER_ENV
+
+    process = stack.spawn("webhooks-autonomy", "worker", "webhooks", extra_env={**DISPATCHER_ENV, **ALLOW_LOOPBACK})
     yield process
     process.stop()
 
