@@ -7,9 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from aiokafka import TopicPartition
-
-from lotabots.kafka_io import decode, make_consumer
+from lotabots.kafka_io import decode, make_consumer, topic_partitions
 from lotabots.settings import Settings
 from schemas.events import ControlAction, ControlSignal
 from schemas.topics import REQUESTS_CONTROL
@@ -36,12 +34,7 @@ class ControlListener:
     async def start(self) -> None:
         self._consumer = make_consumer(self.settings, group_id=None, client_id=f"control-{self.tier}")
         await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(REQUESTS_CONTROL) or set()
-        while not parts:
-            await asyncio.sleep(0.2)
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - no public call for this
-            parts = self._consumer.partitions_for_topic(REQUESTS_CONTROL) or set()
-        tps = [TopicPartition(REQUESTS_CONTROL, p) for p in sorted(parts)]
+        tps = await topic_partitions(self._consumer, REQUESTS_CONTROL)
         self._consumer.assign(tps)
         since_ms = int((time.time() - self.lookback_s) * 1000)
         found = await self._consumer.offsets_for_times({tp: since_ms for tp in tps})

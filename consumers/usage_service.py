@@ -21,14 +21,14 @@ from datetime import date
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from consumers.usage_reads import UsageQueryError, invoices, usage_summary
 from consumers.usage_sink import UsageSink
 from consumers.usage_sql import run_finance_sql
 from consumers.usage_writer import WRITER_SESSION, UsageWriter
+from gateway.health import install_health_routes
 from lotabots.clickhouse import finance_session_settings, open_clickhouse
 from lotabots.settings import Settings, get_settings
 from lotabots.usage_metrics import USAGE_QUERIES
@@ -144,22 +144,15 @@ def create_usage_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(internal)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> PlainTextResponse:
-        sink: UsageSink | None = getattr(request.app.state, "sink", None)
-        task = getattr(request.app.state, "sink_task", None)
-        ok = sink is not None and sink.ready.is_set() and task is not None and not task.done()
-        return PlainTextResponse("ready" if ok else "starting", status_code=200 if ok else 503)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    install_health_routes(app, ready=_sink_ready)
 
     return app
+
+
+def _sink_ready(request: Request) -> bool:
+    sink: UsageSink | None = getattr(request.app.state, "sink", None)
+    task = getattr(request.app.state, "sink_task", None)
+    return sink is not None and sink.ready.is_set() and task is not None and not task.done()
 
 
 async def _keep_sinking(app: FastAPI, settings: Settings, backend: UsageBackend, stopping: asyncio.Event) -> None:

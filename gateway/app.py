@@ -6,16 +6,16 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import FastAPI
 
 from gateway.api_keys import ApiKeyVerifier
 from gateway.auth.app import auth_routers, start_embedded_auth
 from gateway.auth.gateway_wiring import gateway_token_verifier
 from gateway.errors import install_error_handlers
 from gateway.fast_lane import install_fast_lane
+from gateway.health import install_health_routes
 from gateway.limits.lifecycle import start_limits, stop_limits
-from gateway.metrics import MetricsMiddleware, metrics_response
+from gateway.metrics import MetricsMiddleware
 from gateway.request_service import RequestService
 from gateway.responses import JSONBytes
 from gateway.results_tail import ResultsTail
@@ -117,17 +117,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for router in auth_routers():
             app.include_router(router)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> PlainTextResponse:
-        ok = getattr(request.app.state, "ready", False)
-        return PlainTextResponse("ready" if ok else "starting", status_code=200 if ok else 503)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> PlainTextResponse:
-        return metrics_response()
+    install_health_routes(app)
 
     return app

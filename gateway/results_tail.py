@@ -10,9 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import TopicPartition
-
-from lotabots.kafka_io import decode, make_consumer
+from lotabots.kafka_io import decode, make_consumer, topic_partitions
 from lotabots.settings import Settings
 from schemas.events import RequestLifecycleEvent
 from schemas.topics import RESULTS
@@ -35,13 +33,7 @@ class ResultsTail:
     async def start(self) -> None:
         self._consumer = make_consumer(self.settings, group_id=None, client_id="gateway-results-tail")
         await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(RESULTS)
-        while not parts:
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001
-            parts = self._consumer.partitions_for_topic(RESULTS)
-            if not parts:
-                await asyncio.sleep(0.2)
-        tps = [TopicPartition(RESULTS, p) for p in sorted(parts)]
+        tps = await topic_partitions(self._consumer, RESULTS)
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the lazy seek now, so events produced after start() are seen

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
 from lotabots.settings import Settings
@@ -83,3 +83,22 @@ class StickyPartitions:
         chosen = random.choice(choices)
         self._current[topic] = (chosen, 1, now)
         return chosen
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str,
+                           timeout_s: float | None = None) -> list[TopicPartition]:
+    """All partitions of `topic`, refreshing metadata until the topic is known (or `timeout_s` passes:
+    then an empty list). For group-less consumers that assign themselves every partition."""
+    import asyncio
+    import time
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        if deadline is not None and time.monotonic() >= deadline:
+            return []
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call for this
+        if not consumer.partitions_for_topic(topic):
+            await asyncio.sleep(0.2)

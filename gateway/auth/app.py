@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth.clock import Clock, utcnow
@@ -15,7 +14,8 @@ from gateway.auth.events import AuthEventSink, KafkaAuthEventSink
 from gateway.auth.routers import api_keys, jwks, passwords, sessions, tenants_admin, users
 from gateway.auth.services import AuthServices, build_auth_services
 from gateway.errors import install_error_handlers
-from gateway.metrics import MetricsMiddleware, metrics_response
+from gateway.health import install_health_routes
+from gateway.metrics import MetricsMiddleware
 from gateway.responses import JSONBytes
 from lotabots.db import make_engine
 from lotabots.kafka_io import make_producer
@@ -69,17 +69,6 @@ def create_auth_app(settings: Settings | None = None, *, events: AuthEventSink |
     for router in auth_routers():
         app.include_router(router)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> PlainTextResponse:
-        ok = getattr(request.app.state, "ready", False)
-        return PlainTextResponse("ready" if ok else "starting", status_code=200 if ok else 503)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> PlainTextResponse:
-        return metrics_response()
+    install_health_routes(app)
 
     return app

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from aiokafka import TopicPartition
 
-from lotabots.kafka_io import decode, make_consumer
+from lotabots.kafka_io import decode, make_consumer, topic_partitions
 from lotabots.settings import Settings
 from schemas.topics import USAGE_QUOTA_STATE
 from schemas.usage import QuotaState
@@ -86,13 +86,7 @@ class QuotaStateTail:
         return True
 
     async def _partitions(self, deadline: float) -> list[TopicPartition]:
-        while True:
-            parts = self._consumer.partitions_for_topic(USAGE_QUOTA_STATE)
-            if parts or time.monotonic() >= deadline:
-                return [TopicPartition(USAGE_QUOTA_STATE, p) for p in sorted(parts or ())]
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001
-            if not self._consumer.partitions_for_topic(USAGE_QUOTA_STATE):
-                await asyncio.sleep(0.2)
+        return await topic_partitions(self._consumer, USAGE_QUOTA_STATE, max(0.0, deadline - time.monotonic()))
 
     async def _run(self, *, assigned: bool) -> None:
         while True:
