@@ -23,10 +23,11 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -36,17 +37,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import REPO, wait_http  # noqa: E402
 
 RAW_TOPIC = "bench.raw-usage-events"
+IN_FLIGHT = 256
+FACT_RATE = 50_000
 NOOP_TOPIC = "bench.faust-noop-events"
 ZERO = Decimal(0)
 
 
 def cloudevents(n: int, tenants: int) -> list[tuple[bytes, bytes]]:
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """N facts of N/2 requests, timed as if they happened at ``FACT_RATE`` facts/s up to now (real facts
+    carry distinct, rising times; one shared time would make every event-id check scan the whole table)."""
+    start = datetime.now(UTC) - timedelta(seconds=n / FACT_RATE)
     out = []
     for i in range(n // 2):
         tenant = f"ten_bench_{i % tenants}".encode()
         rid = f"req_bench_{i:09d}"
-        base = {"specversion": "1.0", "source": "/bench", "subject": rid, "time": now,
+        at = (start + timedelta(seconds=2 * i / FACT_RATE)).isoformat().replace("+00:00", "Z")
+        base = {"specversion": "1.0", "source": "/bench", "subject": rid, "time": at,
                 "datacontenttype": "application/json"}
         out.append((tenant, orjson.dumps({**base, "id": f"{rid}:accepted", "type": "lotabots.request.accepted", "data": {
             "tenant_id": tenant.decode(), "tier": "pro", "request_id": rid, "max_tokens_reserved": 64}})))
@@ -58,24 +64,39 @@ def cloudevents(n: int, tenants: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> float:
-    from aiokafka import AIOKafkaProducer
+async def produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]], in_flight: int) -> tuple[float, int]:
+    """Send the facts the way the platform does: the gateway's producer settings and its UsageBatcher, with
+    ``in_flight`` facts awaiting their ack at any time (``in_flight`` submits in flight across the gateways;
+    each 202 waits for its fact's ack). Returns the seconds taken and the number of messages."""
+    from lotabots.kafka_io import make_producer
+    from lotabots.settings import Settings
+    from lotabots.usage_events import USAGE_FACTS_PER_MESSAGE, UsageBatcher
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-                                max_batch_size=512 * 1024)
+    producer = make_producer(Settings(kafka_bootstrap=bootstrap), client_id="bench-usage")
     await producer.start()
+    batcher = UsageBatcher(producer, topic)
+    slots = asyncio.Semaphore(in_flight)
+    messages_before = _messages_observed(USAGE_FACTS_PER_MESSAGE)
     started = time.perf_counter()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in events]
-        await asyncio.gather(*futures)
+        acks = []
+        for key, value in events:
+            await slots.acquire()
+            acked = batcher.add(key.decode(), value)
+            acked.add_done_callback(lambda _: slots.release())
+            acks.append(acked)
+        await asyncio.gather(*acks)
     finally:
         await producer.stop()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _messages_observed(USAGE_FACTS_PER_MESSAGE) - messages_before
 
 
-def raw_row(value: bytes, partition: int, offset: int) -> list:
-    """The baseline's row: decode the CloudEvent and map it, nothing else (no checks, dedupe or prices)."""
-    e = orjson.loads(value)
+def _messages_observed(histogram: Any) -> int:
+    return int(next(s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_count")))
+
+
+def raw_row(e: dict, partition: int, offset: int) -> list:
+    """The baseline's row: map a decoded CloudEvent, nothing else (no checks, dedupe or prices)."""
     d = e["data"]
     inference = e["type"] == "lotabots.inference.completed"
     return [d["tenant_id"], datetime.fromisoformat(e["time"]), e["id"], e["type"],
@@ -84,47 +105,75 @@ def raw_row(value: bytes, partition: int, offset: int) -> list:
             d.get("latency_ms", 0), ZERO, ZERO, ZERO, ZERO, ZERO, ZERO, ZERO, partition, offset, "raw"]
 
 
-async def raw_baseline(bootstrap: str, chdb: Path, events: list[tuple[bytes, bytes]]) -> float:
+def raw_child(bootstrap: str, chdb: str, n: int, ready_file: str, done_file: str) -> None:
+    """The baseline, in its own process like the pipeline's: aiokafka consumer -> rows -> ClickHouse insert."""
+    asyncio.run(_raw_consume(bootstrap, Path(chdb), n, Path(ready_file), done_file))
+
+
+async def _raw_consume(bootstrap: str, chdb: Path, n: int, ready: Path, done_file: str) -> None:
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from consumers.usage_rows import ROW_COLUMNS, USAGE_EVENTS_TABLE
     from lotabots.clickhouse import open_clickhouse
+    from lotabots.runners import settle_heap
     from lotabots.settings import Settings
     from lotabots.tiers import get_tier_config
     from schemas.clickhouse.migrate import migrate_clickhouse
+    from schemas.usage import usage_message_events
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(RAW_TOPIC, 8, 1)])
-    await admin.close()
     client = open_clickhouse(Settings(clickhouse_url=f"chdb://{chdb}"))
     migrate_clickhouse(client, get_tier_config(), server=False)
     consumer = AIOKafkaConsumer(RAW_TOPIC, bootstrap_servers=bootstrap, group_id="bench-raw", auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024)
     await consumer.start()
     await consumer.getmany(timeout_ms=1000)  # joined and idle
+    settle_heap()  # the same collector settings as the platform's processes
+    ready.write_text("ready")
     thread = ThreadPoolExecutor(1)
     loop = asyncio.get_running_loop()
-    producing = asyncio.create_task(produce(bootstrap, RAW_TOPIC, events))
-    started = time.perf_counter()
     inserted = 0
+    while inserted < n:
+        batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+        rows = [raw_row(e, r.partition, r.offset) for records in batch.values() for r in records
+                for e in usage_message_events(r.value)]
+        if rows:
+            await loop.run_in_executor(thread, partial(client.insert, USAGE_EVENTS_TABLE, rows,
+                                                       column_names=list(ROW_COLUMNS)))
+            await consumer.commit()
+            inserted += len(rows)
+    _mark_done(done_file)
+
+
+async def raw_baseline(bootstrap: str, workdir: Path, events: list[tuple[bytes, bytes]], in_flight: int) -> float:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(RAW_TOPIC, 8, 1)])
+    await admin.close()
+    ready, done = workdir / "raw.ready", workdir / "raw.done"
+    child = _spawn([sys.executable, __file__, "--raw-child", bootstrap, str(workdir / "raw-chdb"), str(len(events)),
+                    str(ready), str(done)])
     try:
-        while inserted < len(events):
-            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-            rows = [raw_row(r.value, r.partition, r.offset) for records in batch.values() for r in records]
-            if rows:
-                await loop.run_in_executor(thread, partial(client.insert, USAGE_EVENTS_TABLE, rows,
-                                                           column_names=list(ROW_COLUMNS)))
-                await consumer.commit()
-                inserted += len(rows)
-        elapsed = time.perf_counter() - started
+        await _wait_for(ready, child, 120)
+        started = time.time()
+        await produce(bootstrap, RAW_TOPIC, events, in_flight)
+        await _wait_for(done, child, 600)
+        return float(done.read_text()) - started
     finally:
-        await producing
-        await consumer.stop()
-        thread.shutdown()
-        client.close()
-    return elapsed
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
+async def _wait_for(path: Path, child: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if child.poll() is not None and not path.exists():
+            raise RuntimeError(f"the bench child {child.args} exited early")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the bench child {child.args} did not get to {path.name}")
+        await asyncio.sleep(0.05)
 
 
 def _mark_done(done_file: str) -> None:
@@ -137,8 +186,9 @@ def _spawn(argv: list[str], env: dict[str, str] | None = None, log: Path | None 
     return subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def faust_noop_child(bootstrap: str, n: int, done_file: str) -> None:
-    """The Faust ceiling: an agent that only counts messages (run in its own process)."""
+def faust_noop_child(bootstrap: str, count_file: str, done_file: str) -> None:
+    """The Faust ceiling: an agent that only counts messages (run in its own process) until it has seen the
+    number of messages written to ``count_file`` (the producer writes it when it is done)."""
     import faust
 
     app = faust.App(f"bench-noop-{os.getpid()}", broker=f"kafka://{bootstrap}", value_serializer="raw",
@@ -153,13 +203,13 @@ def faust_noop_child(bootstrap: str, n: int, done_file: str) -> None:
         nonlocal seen
         async for batch in stream.take(5000, within=0.1):
             seen += len(batch)
-            if seen >= n:
+            if os.path.exists(count_file) and seen >= int(Path(count_file).read_text() or 0):
                 _mark_done(done_file)
 
     faust.Worker(app, quiet=True, loglevel="warning").execute_from_commandline()
 
 
-async def faust_noop(bootstrap: str, workdir: Path, events: list[tuple[bytes, bytes]]) -> float:
+async def faust_noop(bootstrap: str, workdir: Path, events: list[tuple[bytes, bytes]], in_flight: int) -> float:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -167,15 +217,14 @@ async def faust_noop(bootstrap: str, workdir: Path, events: list[tuple[bytes, by
     await admin.create_topics([NewTopic(NOOP_TOPIC, 8, 1)])
     await admin.close()
     done = workdir / "noop.done"
-    child = _spawn([sys.executable, __file__, "--noop-child", bootstrap, str(len(events)), str(done)])
+    count = workdir / "noop.count"
+    child = _spawn([sys.executable, __file__, "--noop-child", bootstrap, str(count), str(done)])
     try:
         await asyncio.sleep(12)  # joined its group, idle
         started = time.time()
-        await produce(bootstrap, NOOP_TOPIC, events)
-        while not done.exists():
-            if child.poll() is not None and not done.exists():
-                raise RuntimeError("the Faust no-op consumer exited early")
-            await asyncio.sleep(0.05)
+        _, messages = await produce(bootstrap, NOOP_TOPIC, events, in_flight)
+        count.write_text(str(messages))  # the child stops at this many messages (one per batch)
+        await _wait_for(done, child, 600)
         return float(done.read_text()) - started
     finally:
         if child.poll() is None:
@@ -183,7 +232,8 @@ async def faust_noop(bootstrap: str, workdir: Path, events: list[tuple[bytes, by
         child.wait()
 
 
-async def pipeline(bootstrap: str, workdir: Path, events: list[tuple[bytes, bytes]]) -> tuple[float, dict]:
+async def pipeline(bootstrap: str, workdir: Path, events: list[tuple[bytes, bytes]],
+                   in_flight: int) -> tuple[float, dict]:
     from lotabots.tiers import get_tier_config
     from lotabots.topic_admin import sync_topics
     from schemas.topics import USAGE_EVENTS, topic_catalogue
@@ -209,8 +259,8 @@ async def pipeline(bootstrap: str, workdir: Path, events: list[tuple[bytes, byte
                 print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
             raise
         await asyncio.sleep(8)  # the Faust worker finishes recovery and joins its group
-        producing = asyncio.create_task(produce(bootstrap, USAGE_EVENTS, events))
-        started = time.perf_counter()
+        started = time.time()
+        producing = asyncio.create_task(produce(bootstrap, USAGE_EVENTS, events, in_flight))
         count = 0
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             while count < len(events):
@@ -218,12 +268,17 @@ async def pipeline(bootstrap: str, workdir: Path, events: list[tuple[bytes, byte
                 r = await client.post("/internal/v1/sql", json={
                     "sql": "SELECT count() FROM lotabots_usage.usage_events WHERE startsWith(tenant_id, 'ten_bench_')"})
                 count = int(r.json()["rows"][0][0])
-            elapsed = time.perf_counter() - started
-            produce_s = await producing
+            # the end is when ClickHouse took the last row (as the baseline's child stamps its last insert),
+            # not when this loop happened to look
+            last = (await client.post("/internal/v1/sql", json={"sql": (
+                "SELECT toUnixTimestamp64Milli(max(inserted_at)) FROM lotabots_usage.usage_events "
+                "WHERE startsWith(tenant_id, 'ten_bench_')")})).json()["rows"][0][0]
+            elapsed = int(last) / 1000 - started
+            produce_s, messages = await producing
             check = (await client.post("/internal/v1/sql", json={"sql": (
                 "SELECT sum(events), sum(requests), sum(prompt_tokens) FROM lotabots_usage.usage_daily "
                 "WHERE startsWith(tenant_id, 'ten_bench_')")})).json()["rows"][0]
-        return elapsed, {"produce_s": produce_s, "rollup": check}
+        return elapsed, {"produce_s": produce_s, "messages": messages, "rollup": check}
     finally:
         for p in procs:
             p.terminate()
@@ -239,6 +294,8 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--in-flight", type=int, default=IN_FLIGHT,
+                        help="facts awaiting their ack at any time (submits in flight across the gateways)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-usage-"))
     broker = None
@@ -250,12 +307,14 @@ async def main() -> None:
             broker = start_kafka(workdir / "kafka")
             bootstrap = broker.bootstrap
         events = cloudevents(args.events, args.tenants)
-        raw_s = await raw_baseline(bootstrap, workdir / "raw-chdb", events)
-        noop_s = await faust_noop(bootstrap, workdir, events)
-        pipe_s, extra = await pipeline(bootstrap, workdir, events)
+        raw_s = await raw_baseline(bootstrap, workdir, events, args.in_flight)
+        noop_s = await faust_noop(bootstrap, workdir, events, args.in_flight)
+        pipe_s, extra = await pipeline(bootstrap, workdir, events, args.in_flight)
         n = len(events)
         raw_rate, noop_rate, pipe_rate = n / raw_s, n / noop_s, n / pipe_s
-        print(f"events: {n} ({args.tenants} tenants), producer alone: {n / extra['produce_s']:,.0f} events/s")
+        print(f"events: {n} ({args.tenants} tenants) in {extra['messages']:,} messages "
+              f"({n / extra['messages']:.1f} facts per message, {args.in_flight} in flight); "
+              f"producer alone: {n / extra['produce_s']:,.0f} events/s")
         print(f"raw aiokafka -> ClickHouse insert  : {raw_rate:10,.0f} events/s ({raw_s:.1f} s)")
         print(f"Faust no-op agent (Faust's ceiling) : {noop_rate:10,.0f} events/s ({noop_s:.1f} s)")
         print(f"usage.events -> Faust -> ClickHouse : {pipe_rate:10,.0f} events/s ({pipe_s:.1f} s)")
@@ -272,6 +331,8 @@ async def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--noop-child"]:  # the Faust ceiling's own process (Faust owns its event loop)
-        faust_noop_child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        faust_noop_child(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1:2] == ["--raw-child"]:  # the baseline's own process
+        raw_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])
     else:
         asyncio.run(main())

@@ -24,11 +24,6 @@ ROW_COLUMNS: tuple[str, ...] = (
     "completion_tokens", "latency_ms", "price_per_request", "price_per_1k_input", "price_per_1k_output",
     "request_cost", "input_cost", "output_cost", "cost", "source_partition", "source_offset", "insert_token",
 )
-_STR = ("tenant_id", "event_id", "event_type", "kind", "tier")
-_OPT_STR = ("request_id", "api_key_id", "model", "autonomy_level", "status", "finish_reason", "reason")
-_INT = ("requests", "rejections", "prompt_tokens", "completion_tokens", "latency_ms")
-_DEC = ("price_per_request", "price_per_1k_input", "price_per_1k_output", "request_cost", "input_cost",
-        "output_cost", "cost")
 EVENT_ID = ROW_COLUMNS.index("event_id")
 TENANT_ID = ROW_COLUMNS.index("tenant_id")
 EVENT_TIME = ROW_COLUMNS.index("event_time")
@@ -60,21 +55,56 @@ def billable_rows(raw: bytes | None, partition: int, offset: int) -> list[list[A
 
 
 def billable_row(value: Any, partition: int, offset: int) -> list[Any]:
-    """One billable fact (a BillableUsage as decoded JSON) as a row."""
+    """One billable fact (a BillableUsage as decoded JSON) as a row, in ``ROW_COLUMNS`` order."""
     try:
-        row: dict[str, Any] = {k: _text(value[k]) for k in _STR}
-        row.update({k: _text(value.get(k) or "") for k in _OPT_STR})
-        row.update({k: _count(value.get(k, 0)) for k in _INT})
-        row.update({k: Decimal(str(value[k])) for k in _DEC})
-        row["event_time"] = datetime.fromisoformat(value["event_time"])
+        get = value.get
+        row = [
+            _text(value["tenant_id"]), _time(value["event_time"]), _text(value["event_id"]),
+            _text(value["event_type"]), _text(value["kind"]), _text(value["tier"]),
+            _text(get("request_id") or ""), _text(get("api_key_id") or ""), _text(get("model") or ""),
+            _text(get("autonomy_level") or ""), _text(get("status") or ""), _text(get("finish_reason") or ""),
+            _text(get("reason") or ""),
+            _count(get("requests", 0)), _count(get("rejections", 0)), _count(get("prompt_tokens", 0)),
+            _count(get("completion_tokens", 0)), _count(get("latency_ms", 0)),
+            _decimal(value["price_per_request"]), _decimal(value["price_per_1k_input"]),
+            _decimal(value["price_per_1k_output"]), _decimal(value["request_cost"]), _decimal(value["input_cost"]),
+            _decimal(value["output_cost"]), _decimal(value["cost"]),
+            partition, offset, "",
+        ]
     except BadBillable:
         raise
     except Exception as exc:
         raise BadBillable(f"{type(exc).__name__}: {exc}") from exc
-    if row["event_time"].tzinfo is None or not row["tenant_id"] or not row["event_id"]:
-        raise BadBillable("event_time must carry a UTC offset; tenant_id and event_id must be set")
-    row.update(source_partition=partition, source_offset=offset, insert_token="")
-    return [row[c] for c in ROW_COLUMNS]
+    if not row[TENANT_ID] or not row[EVENT_ID]:
+        raise BadBillable("tenant_id and event_id must be set")
+    return row
+
+
+def _time(value: Any) -> datetime:
+    at = datetime.fromisoformat(_text(value))
+    if at.tzinfo is None:
+        raise BadBillable("event_time must carry a UTC offset")
+    return at
+
+
+_PLAIN_DECIMAL = re.compile(r"-?\d{1,26}(\.\d{1,12})?")
+
+
+def _decimal(value: Any) -> str | Decimal:
+    """A money amount from its exact decimal text. Plain texts (the usual case) are passed on as they are:
+    the ClickHouse client parses them once, into the column's Decimal(38, 12); others (``1E-10``) are
+    parsed here. Anything that is not a decimal text is poison."""
+    if not isinstance(value, str):
+        raise BadBillable(f"expected a decimal text, got {type(value).__name__}")
+    if _PLAIN_DECIMAL.fullmatch(value):
+        return value
+    try:
+        amount = Decimal(value)
+    except ArithmeticError as exc:
+        raise BadBillable(f"not a decimal: {value[:50]!r}") from exc
+    if not amount.is_finite():
+        raise BadBillable(f"not a finite amount: {value[:50]!r}")
+    return amount
 
 
 def _text(value: Any) -> str:

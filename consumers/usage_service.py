@@ -30,6 +30,7 @@ from consumers.usage_sql import run_finance_sql
 from consumers.usage_writer import WRITER_SESSION, UsageWriter
 from gateway.health import install_health_routes
 from lotabots.clickhouse import finance_session_settings, open_clickhouse
+from lotabots.runners import settle_heap
 from lotabots.settings import Settings, get_settings
 from lotabots.usage_metrics import USAGE_QUERIES
 
@@ -91,6 +92,7 @@ def create_usage_app(settings: Settings | None = None) -> FastAPI:
         app.state.backend = backend
         task = asyncio.create_task(_keep_sinking(app, settings, backend, stopping), name="usage-sink")
         app.state.sink_task = task
+        settle_heap()
         try:
             yield
         finally:

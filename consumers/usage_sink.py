@@ -3,7 +3,8 @@
 Steps, in order: decode (poison → ``usage.dlq``) → batch (size or time) → insert (token = the batch's
 offset ranges; retried until ClickHouse accepts) → commit the offsets. The commit is the last step and
 happens only after ClickHouse accepted the batch, so a crash anywhere re-delivers the batch and the
-insert token makes the repeat a no-op.
+insert token makes the repeat a no-op. One batch is in ClickHouse's hands while the next is fetched and
+decoded (never two: inserts and commits stay in offset order).
 
 On partition assignment the sink first completes batches that ClickHouse took but whose offsets were
 never committed: it finds their tokens in the table, re-reads exactly those offset ranges and inserts
@@ -79,6 +80,7 @@ class UsageSink:
         self.batch_wait_s = settings.usage_sink_batch_wait_s
         self.pending = PendingBatch()
         self.lock = asyncio.Lock()  # a flush and a rebalance never interleave
+        self.in_flight: asyncio.Task[None] | None = None  # the batch being inserted, then committed
         self.inserted = 0
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -101,6 +103,7 @@ class UsageSink:
                 await self._poll_once()
             async with self.lock:
                 await self._flush()  # SIGTERM: what is decoded goes in, and is committed
+                await self.settle()
         finally:
             lag_task.cancel()
             await self.consumer.stop()
@@ -141,6 +144,16 @@ class UsageSink:
         batch, self.pending = self.pending, PendingBatch()
         if not batch.ranges:
             return
+        await self.settle()
+        self.in_flight = asyncio.create_task(self._insert_and_commit(batch))
+
+    async def settle(self) -> None:
+        """Wait until the batch in ClickHouse's hands is inserted and its offsets committed."""
+        if self.in_flight is not None:
+            await self.in_flight
+            self.in_flight = None
+
+    async def _insert_and_commit(self, batch: PendingBatch) -> None:
         await self._insert(batch.rows, batch.token(self.topic).text())
         self.inserted += len(batch.rows)
         await self._commit(batch.commit_offsets())
@@ -239,8 +252,10 @@ class _CompleteOnAssign(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.sink.lock:  # an insert in flight finishes and commits first
+            await self.sink.settle()
             self.sink.pending.drop(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self.sink.lock:
+            await self.sink.settle()
             await self.sink.complete_leftovers(set(assigned))

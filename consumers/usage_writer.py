@@ -14,10 +14,14 @@ The client is synchronous (chDB runs in-process): call these from one worker thr
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from clickhouse_connect.driver.binding import format_str
 
 from consumers.usage_rows import EVENT_ID, EVENT_TIME, ROW_COLUMNS, TENANT_ID, TOKEN, USAGE_EVENTS_TABLE
 from lotabots.usage_metrics import (
@@ -40,6 +44,28 @@ LEFTOVER_LOOKBACK = timedelta(days=7)
 class InsertOutcome:
     rows: int  # rows handed to ClickHouse (ClickHouse may still drop the block as a repeat)
     duplicates: int  # facts left out because ClickHouse already had them under another batch
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_:.\-]+")
+
+
+def event_id_filter(ids: Iterable[str]) -> str:
+    """``event_id IN ...`` for a batch's ids, cheap for ClickHouse to parse.
+
+    A list of 5,000 string literals costs ClickHouse ~4 µs per literal to parse (measured with chDB here);
+    one string it splits itself costs a fraction of that. Event ids are plain (letters, digits, ``_:.-``,
+    never a comma) and travel in that one string; anything else gets the client's escaping.
+    """
+    plain: list[str] = []
+    other: list[str] = []
+    for event_id in ids:
+        (plain if _PLAIN.fullmatch(event_id) else other).append(event_id)
+    terms = []
+    if plain:
+        terms.append(f"event_id IN (SELECT arrayJoin(splitByChar(',', '{','.join(plain)}')))")
+    if other:
+        terms.append(f"event_id IN ({','.join(format_str(v) for v in other)})")
+    return "(" + " OR ".join(terms or ["0"]) + ")"
 
 
 class UsageWriter:
@@ -80,9 +106,9 @@ class UsageWriter:
         result = self.client.query(
             f"SELECT event_id FROM {USAGE_EVENTS_TABLE} "
             "WHERE tenant_id IN %(tenants)s AND event_time >= %(lo)s AND event_time <= %(hi)s "
-            "AND event_id IN %(ids)s AND insert_token != %(token)s",
+            f"AND {event_id_filter(row[EVENT_ID] for row in rows)} AND insert_token != %(token)s",
             parameters={"tenants": sorted({row[TENANT_ID] for row in rows}), "lo": min(times), "hi": max(times),
-                        "ids": [row[EVENT_ID] for row in rows], "token": token},
+                        "token": token},
         )
         return {r[0] for r in result.result_rows}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +21,7 @@ from gateway.results_tail import ResultsTail
 from gateway.routers import requests as requests_router
 from lotabots.db import make_engine
 from lotabots.kafka_io import make_producer
+from lotabots.runners import settle_heap
 from lotabots.settings import Settings, get_settings
 from lotabots.tiers import get_tier_config
 
@@ -82,12 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if hasattr(component, "start"):
                 await component.start(app)
             started.append(component)
-        # Everything built at start-up lives for the whole process: move it out of the collector's sight
-        # and collect young objects less often; full collections over the start-up heap were the
-        # submit path's p99 spikes.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        settle_heap()
         app.state.ready = True
         try:
             yield

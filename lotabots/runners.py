@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -10,6 +11,16 @@ from collections.abc import Callable
 from lotabots.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def settle_heap() -> None:
+    """Call once start-up is done. Everything built so far lives as long as the process: move it out of
+    the collector's sight, and collect young objects less often (a batch allocates tens of thousands of
+    short-lived ones). Full collections over the start-up heap were the gateway's p99 spikes, and a third
+    of the Faust app's CPU under load."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _on_signals(stop: Callable[[], None]) -> None:

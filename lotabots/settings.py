@@ -110,7 +110,10 @@ class Settings(BaseSettings):
     usage_stream_dedupe_ttl_s: int = Field(default=8 * 86400, gt=0, description="> usage.events retention (replays)")
     usage_stream_replication_factor: int = Field(default=1, gt=0, description="of Faust's changelog topics")
     usage_stream_commit_interval_s: float = Field(default=1.0, gt=0)
-    usage_sink_batch_size: int = Field(default=5000, gt=0)
+    usage_stream_compression: Literal["lz4", "gzip", "none"] = Field(
+        default="lz4", description="compression of what the Faust app produces (billable facts, changelogs): "
+        "lz4 halves the broker's work for a few µs per batch")
+    usage_sink_batch_size: int = Field(default=20000, gt=0)
     usage_sink_batch_wait_s: float = Field(default=0.5, gt=0)
     usage_sql_max_rows: int = Field(default=10_000, gt=0, description="finance SQL: result row limit")
     usage_sql_max_seconds: float = Field(default=10.0, gt=0, description="finance SQL: execution time limit")

@@ -143,6 +143,8 @@ class DeadLetter(WireModel):
     source_topic: str
     source_partition: int
     source_offset: int
+    source_index: int | None = Field(default=None, ge=0,
+                                     description="the fact's position when the message was a batch of facts")
     key: str | None = None
     payload: str
     error_code: str

@@ -17,11 +17,16 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from schemas.events import WireModel
 
 CLOUDEVENTS_SPECVERSION = "1.0"
+# A usage.events message is one structured CloudEvent or a CloudEvents batch (a JSON array of them); the
+# Kafka `content-type` header names which, and the first byte of the value tells the same.
+CLOUDEVENT_CONTENT_TYPE = "application/cloudevents+json"
+CLOUDEVENTS_BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 USAGE_EVENT_SOURCE_GATEWAY = "/lotabots/gateway"
 USAGE_EVENT_SOURCE_INFERENCE = "/lotabots/inference"
 DEFAULT_AUTONOMY_LEVEL = "agent"  # until the autonomy issue lands, every request runs at the top level
@@ -86,6 +91,21 @@ DATA_MODELS: dict[UsageEventType, type[_Data]] = {
 }
 
 
+def _data_kind(data: Any) -> str:
+    """Which data model a payload is, from the fields only its model has (the envelope's type is checked
+    against it after validation)."""
+    if isinstance(data, dict):
+        if "prompt_tokens" in data or "completion_tokens" in data:
+            return UsageEventType.INFERENCE_COMPLETED.value
+        if "reason" in data:
+            return UsageEventType.REQUEST_REJECTED.value
+        return UsageEventType.REQUEST_ACCEPTED.value
+    for kind, model in DATA_MODELS.items():
+        if isinstance(data, model):
+            return kind.value
+    return UsageEventType.REQUEST_ACCEPTED.value
+
+
 class UsageEvent(WireModel):
     """One usage fact on ``usage.events`` (key: tenant id), as a CloudEvents 1.0 structured JSON message."""
 
@@ -96,25 +116,20 @@ class UsageEvent(WireModel):
     source: Annotated[str, Field(min_length=1, max_length=200)]
     type: UsageEventType
     subject: str | None = Field(default=None, max_length=200, description="the request id")
-    time: datetime
+    time: AwareDatetime
     datacontenttype: Literal["application/json"] = "application/json"
     dataschemaversion: int = Field(default=1, ge=1, description="extension attribute: version of `data`")
-    data: UsageData
-
-    @model_validator(mode="before")
-    @classmethod
-    def _data_matches_type(cls, value: Any) -> Any:
-        # CloudEvents keeps the discriminator on the envelope: validate `data` against the model its type names.
-        if isinstance(value, dict) and isinstance(value.get("data"), dict):
-            model = DATA_MODELS.get(value.get("type"))  # type: ignore[call-overload]
-            if model is not None:
-                value = {**value, "data": model.model_validate(value["data"])}
-        return value
+    data: Annotated[
+        Annotated[RequestAcceptedData, Tag(UsageEventType.REQUEST_ACCEPTED.value)]
+        | Annotated[RequestRejectedData, Tag(UsageEventType.REQUEST_REJECTED.value)]
+        | Annotated[InferenceCompletedData, Tag(UsageEventType.INFERENCE_COMPLETED.value)],
+        Discriminator(_data_kind),
+    ]
 
     @model_validator(mode="after")
-    def _time_is_aware(self) -> UsageEvent:
-        if self.time.tzinfo is None:
-            raise ValueError("time must carry a UTC offset (RFC 3339)")
+    def _data_matches_type(self) -> UsageEvent:
+        # CloudEvents keeps the discriminator on the envelope; `data` was validated against the model its
+        # fields name (natively, no Python per field), and must be the one the envelope's type names.
         if not isinstance(self.data, DATA_MODELS[self.type]):
             raise ValueError(f"data does not match type {self.type.value}")
         return self
@@ -122,6 +137,19 @@ class UsageEvent(WireModel):
     @property
     def tenant_id(self) -> str:
         return self.data.tenant_id
+
+
+def usage_message_events(raw: bytes | None) -> list[Any]:
+    """The CloudEvents (decoded JSON, not yet validated) of one ``usage.events`` message, in order.
+
+    Raises ``ValueError`` when the value is not JSON, or neither an object nor a non-empty array.
+    """
+    value = orjson.loads(raw or b"")
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list) and value:
+        return value
+    raise ValueError("a usage.events message is a CloudEvent (an object) or a CloudEvents batch (an array)")
 
 
 def accepted_event_id(request_id: str) -> str:

@@ -1,10 +1,12 @@
-"""The agents. Each is a short loop over batches of a stream; the rules live in the screens they call.
+"""The agent and its timers: a short loop over batches of a stream; the rules live in the screens it calls.
 
-* ``usage-billing`` (``usage.events``): validate → dedupe → price → ``usage.billable`` (one BillableBatch per
-  tenant per batch); poison → ``usage.dlq``.
-* ``usage-quota`` (``usage.billable``): fold into per-tenant day/month counters → ``usage.quota-state``.
+* ``usage-billing`` (``usage.events``): split (a message is one CloudEvent or a CloudEvents batch) →
+  validate each fact → dedupe → price → ``usage.billable`` (one BillableBatch per tenant per batch);
+  poison → ``usage.dlq`` (a whole message when it is not JSON, else the one bad fact with its index).
+  The same pass folds each counted fact into its tenant's day/month counters (the ``usage-quota`` table,
+  co-partitioned with ``usage.events``) → ``usage.quota-state``.
 
-Both use ``take_events`` so a batch is acknowledged only after the agent handled all of it; Faust flushes
+The agent uses ``take_events`` so a batch is acknowledged only after the agent handled all of it; Faust flushes
 the producer (changelogs, outputs, DLQ) before it commits offsets, so every effect is on the broker
 before its input offset is committed (at-least-once; the usage service deduplicates by event id).
 """
@@ -28,11 +30,11 @@ from lotabots.usage_metrics import (
 )
 from schemas.events import DeadLetter
 from schemas.topics import USAGE_EVENTS
-from schemas.usage import QuotaState
-from streams.app import UsageStream
-from streams.pricing import price_usage_event
-from streams.quota import QuotaFact, fold_quota
-from streams.validate import Refusal, validate_usage_event
+from schemas.usage import KIND_OF, QuotaState
+from streams.app import UsageStream, UsageTopics
+from streams.pricing import billable_json
+from streams.quota import QuotaDelta, fold_quota, quota_fact
+from streams.validate import Refusal, split_usage_message, validate_usage_fact
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,17 @@ CONSUMER_NAME = "usage-stream"
 _DUPLICATES = USAGE_EVENTS_IN.labels("duplicate")
 
 
-def dead_letter(message: Any, code: str, error: str) -> bytes:
-    raw = message.value if isinstance(message.value, bytes | bytearray) else b""
+def dead_letter(message: Any, code: str, error: str, *, fact: Any = None, index: int | None = None) -> bytes:
+    """The DLQ record of a poison message, or of one fact (``fact``, at ``index`` in a batch) of a message."""
+    if fact is not None:
+        raw = orjson.dumps(fact)
+    else:
+        raw = bytes(message.value) if isinstance(message.value, bytes | bytearray) else b""
     key = message.key.decode(errors="replace") if isinstance(message.key, bytes | bytearray) else None
     letter = DeadLetter(
         source_topic=message.topic, source_partition=message.partition, source_offset=message.offset, key=key,
-        payload=bytes(raw).decode(errors="replace")[:1_000_000], error_code=code, error_message=error[:2000],
-        consumer=CONSUMER_NAME, at=datetime.now(UTC),
+        source_index=index, payload=raw.decode(errors="replace")[:1_000_000], error_code=code,
+        error_message=error[:2000], consumer=CONSUMER_NAME, at=datetime.now(UTC),
     )
     return letter.model_dump_json().encode()
 
@@ -61,7 +67,6 @@ def billable_batch(tenant_id: str, facts: list[bytes]) -> bytes:
 
 def register_agents(stream: UsageStream) -> None:
     _billing_agent(stream)
-    _quota_agent(stream)
     _housekeeping(stream)
 
 
@@ -73,23 +78,42 @@ def _billing_agent(s: UsageStream) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             now = time.time()
             by_tenant: dict[str, list[bytes]] = {}
+            quotas: dict[str, QuotaDelta] = {}
             kinds: dict[str, int] = {}
             for event in events:
                 message = event.message
-                fact = validate_usage_event(event.value, tiers)
-                if isinstance(fact, Refusal):
-                    await topics.dlq.send(value=dead_letter(message, fact.code, fact.message))
-                    USAGE_DEAD_LETTERS.labels("stream", fact.code).inc()
-                    USAGE_EVENTS_IN.labels("dead_lettered").inc()
+                values = split_usage_message(event.value)
+                if isinstance(values, Refusal):
+                    await _refuse(topics, dead_letter(message, values.code, values.message), values.code)
                     continue
-                if seen.is_duplicate(fact.id, message.partition, message.offset):
-                    _DUPLICATES.inc()
-                    continue
-                seen.remember(message.partition, message.offset, fact.id)
-                billable = price_usage_event(fact, tiers.get(fact.data.tier).prices)
-                by_tenant.setdefault(billable.tenant_id, []).append(billable.model_dump_json().encode())
-                kinds[billable.kind.value] = kinds.get(billable.kind.value, 0) + 1
-            seen.flush(now)  # the batch's new ids: one changelog record per partition
+                batched = len(values) > 1
+                this_message: set[str] = set()  # the same id twice inside one batch is a duplicate too
+                for index, value in enumerate(values):
+                    fact = validate_usage_fact(value, tiers)
+                    if isinstance(fact, Refusal):
+                        letter = dead_letter(message, fact.code, fact.message, fact=value if batched else None,
+                                             index=index if batched else None)
+                        await _refuse(topics, letter, fact.code)
+                        continue
+                    if fact.id in this_message or seen.is_duplicate(fact.id, message.partition, message.offset):
+                        _DUPLICATES.inc()
+                        continue
+                    this_message.add(fact.id)
+                    seen.remember(message.partition, message.offset, fact.id)
+                    by_tenant.setdefault(fact.data.tenant_id, []).append(
+                        billable_json(fact, tiers.get(fact.data.tier).prices))
+                    kind = KIND_OF[fact.type].value
+                    kinds[kind] = kinds.get(kind, 0) + 1
+                    counted = quota_fact(fact)
+                    if counted is not None:
+                        delta = quotas.get(counted.tenant_id)
+                        if delta is None:
+                            delta = quotas[counted.tenant_id] = QuotaDelta(message.partition)
+                        delta.add(message.offset, counted)
+            seen.flush(now)
+            for tenant_id, state in _fold_quotas(s, quotas, datetime.now(UTC)):
+                await topics.quota_state.send(key=tenant_id.encode(), value=state)
+                USAGE_QUOTA_UPDATES.inc()  # the batch's new ids: one changelog record per partition
             for tenant_id, facts in by_tenant.items():
                 for i in range(0, len(facts), FACTS_PER_MESSAGE):
                     await topics.billable.send(key=tenant_id.encode(),
@@ -99,50 +123,37 @@ def _billing_agent(s: UsageStream) -> None:
                 USAGE_BILLABLE_OUT.labels(kind).inc(n)
 
 
-def _quota_agent(s: UsageStream) -> None:
-    table, topics = s.quota_table, s.topics
-
-    @s.app.agent(topics.billable, name="usage-quota")
-    async def usage_quota(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            now = datetime.now(UTC)
-            changed: dict[str, tuple[int, int, QuotaState]] = {}
-            for event in events:
-                message = event.message
-                try:
-                    batch = orjson.loads(event.value)
-                    tenant_id = str(batch["tenant_id"])
-                    facts = [QuotaFact.from_billable(f) for f in batch["facts"]]
-                except Exception as exc:
-                    await topics.dlq.send(value=dead_letter(message, "invalid_billable_batch", str(exc)))
-                    USAGE_DEAD_LETTERS.labels("quota", "invalid_billable_batch").inc()
-                    continue
-                previous = changed.get(tenant_id)
-                applied, state = (previous[1], previous[2]) if previous else _load_quota(table, tenant_id)
-                if message.offset <= applied:
-                    continue  # folded before a crash (its table write was durable): not twice
-                for fact in facts:
-                    if fact.tokens or fact.requests:  # rejections do not count against a quota
-                        state = fold_quota(state, fact, now)
-                if state is not None:
-                    changed[tenant_id] = (message.partition, message.offset, state)
-            # one table write and one quota-state record per tenant per batch, not per fact; the table keeps
-            # the last folded offset with the counters (one record), so a replay after a crash folds each
-            # billable fact once (a tenant's facts are all on one partition: the key is the tenant id)
-            for tenant_id, (partition, offset, state) in changed.items():
-                value = state.model_dump(mode="json")
-                table.data[tenant_id] = {"state": value, "offset": offset}
-                table.send_changelog(partition, tenant_id, {"state": value, "offset": offset})
-                await topics.quota_state.send(key=tenant_id.encode(), value=orjson.dumps(value))
-                USAGE_QUOTA_UPDATES.inc()
+async def _refuse(topics: UsageTopics, letter: bytes, code: str) -> None:
+    await topics.dlq.send(value=letter)
+    USAGE_DEAD_LETTERS.labels("stream", code).inc()
+    USAGE_EVENTS_IN.labels("dead_lettered").inc()
 
 
-def _load_quota(table: Any, tenant_id: str) -> tuple[int, QuotaState | None]:
-    """The last folded offset of ``usage.billable`` and the counters, for one tenant."""
-    value = table.data.get(tenant_id)
-    if not value:
-        return -1, None
-    return int(value["offset"]), QuotaState.model_validate(value["state"])
+def _fold_quotas(s: UsageStream, deltas: dict[str, QuotaDelta], now: datetime) -> list[tuple[str, bytes]]:
+    """Fold a batch's quota facts into the per-tenant counters; the quota-state records to send.
+
+    One table write and one quota-state record per tenant per batch. The table keeps the last folded
+    ``usage.events`` offset with the counters (one record), so a message re-read after a crash is not
+    folded twice: the counters are exact, like the bill.
+    """
+    table = s.quota_table
+    out = []
+    for tenant_id, delta in deltas.items():
+        stored = table.data.get(tenant_id)
+        state = QuotaState.model_validate(stored["state"]) if stored else None
+        applied = stored["offset"] if stored and stored.get("partition") == delta.partition else -1
+        days = delta.days_after(applied)
+        if not days:
+            continue
+        for fact in days:
+            state = fold_quota(state, fact, now)
+        assert state is not None
+        value = state.model_dump(mode="json")
+        record = {"state": value, "partition": delta.partition, "offset": delta.last_offset}
+        table.data[tenant_id] = record
+        table.send_changelog(delta.partition, tenant_id, record)
+        out.append((tenant_id, orjson.dumps(value)))
+    return out
 
 
 def _housekeeping(s: UsageStream) -> None:

@@ -46,9 +46,6 @@ class UsageStream:
 def build_usage_app(settings: Settings, tiers: TierConfig) -> UsageStream:
     specs = {s.name: s for s in topic_catalogue(tiers)}
     partitions = specs[USAGE_EVENTS].partitions
-    if specs[USAGE_BILLABLE].partitions != partitions:
-        # the quota agent's table is co-partitioned with usage.billable, the dedupe table with usage.events
-        raise ValueError("usage.events and usage.billable must have the same partition count")
     app = faust.App(
         settings.usage_stream_app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",")],
@@ -72,6 +69,7 @@ def build_usage_app(settings: Settings, tiers: TierConfig) -> UsageStream:
         producer_linger_ms=50,
         producer_max_batch_size=1024 * 1024,
         producer_acks=-1,
+        producer_compression_type=None if settings.usage_stream_compression == "none" else settings.usage_stream_compression,
         worker_redirect_stdouts=False,
     )
     topics = UsageTopics(
@@ -83,7 +81,7 @@ def build_usage_app(settings: Settings, tiers: TierConfig) -> UsageStream:
     # event id -> [first seen epoch s, partition]; tombstoned after the TTL (streams/dedupe.py)
     seen_table = app.Table("usage-seen", partitions=partitions, key_type=str,
                            help="usage event ids already billed")
-    # tenant id -> QuotaState (JSON); co-partitioned with usage.billable
+    # tenant id -> {state: QuotaState JSON, partition, offset: last folded usage.events offset}
     quota_table = app.Table("usage-quota", partitions=partitions, key_type=str,
                             help="per-tenant day/month counters")
     stream = UsageStream(app, topics, SeenEvents(seen_table, settings.usage_stream_dedupe_ttl_s), seen_table,

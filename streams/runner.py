@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from lotabots.runners import settle_heap
 from lotabots.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,10 @@ def run_usage_stream(settings: Settings) -> int:
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust's table stores live here
     stream = build_usage_app(settings, get_tier_config())
     app = stream.app
+
+    @app.task
+    async def _settle_heap() -> None:
+        settle_heap()
 
     if settings.metrics_port:
         @app.task

@@ -1,13 +1,18 @@
-"""Validation screen: raw bytes from ``usage.events`` become a :class:`UsageEvent` or a refusal with a code."""
+"""Validation screen: a fact from ``usage.events`` becomes a :class:`UsageEvent` or a refusal with a code.
+
+A message is one CloudEvent or a CloudEvents batch (``schemas.usage.usage_message_events`` splits it);
+each fact is screened on its own, so one bad fact in a batch does not take its neighbours down.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
 from lotabots.tiers import TierConfig
-from schemas.usage import UsageEvent
+from schemas.usage import UsageEvent, usage_message_events
 
 
 @dataclass(frozen=True)
@@ -18,12 +23,30 @@ class Refusal:
     message: str
 
 
-def validate_usage_event(raw: bytes | None, tiers: TierConfig) -> UsageEvent | Refusal:
-    """Parse and check one message. Never raises: every failure is a :class:`Refusal`."""
+def split_usage_message(raw: bytes | None) -> list[Any] | Refusal:
+    """The facts of one message (decoded JSON), or why the message as a whole is poison."""
     if not raw:
         return Refusal("empty_usage_event", "the message has no value")
     try:
-        event = UsageEvent.model_validate_json(raw)
+        return usage_message_events(raw)
+    except ValueError as exc:  # not JSON, or JSON that is neither an event nor a batch
+        return Refusal("invalid_usage_event", f"{type(exc).__name__}: {exc}"[:2000])
+
+
+def validate_usage_event(raw: bytes | None, tiers: TierConfig) -> UsageEvent | Refusal:
+    """Parse and check a message holding one fact. Never raises: every failure is a :class:`Refusal`."""
+    facts = split_usage_message(raw)
+    if isinstance(facts, Refusal):
+        return facts
+    if len(facts) != 1:
+        return Refusal("invalid_usage_event", f"expected one CloudEvent, got a batch of {len(facts)}")
+    return validate_usage_fact(facts[0], tiers)
+
+
+def validate_usage_fact(value: Any, tiers: TierConfig) -> UsageEvent | Refusal:
+    """Check one decoded fact. Never raises: every failure is a :class:`Refusal`."""
+    try:
+        event = UsageEvent.model_validate(value)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()[:5]

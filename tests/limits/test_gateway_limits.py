@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lotabots.kafka_io import decode, encode, make_consumer, make_producer
+from lotabots.kafka_io import encode, make_consumer, make_producer
 from lotabots.settings import Settings
 from lotabots.tiers import TierConfig
 from schemas.topics import USAGE_EVENTS, USAGE_QUOTA_STATE
-from schemas.usage import QuotaState, UsageEvent, UsageEventType
+from schemas.usage import QuotaState, UsageEvent, UsageEventType, usage_message_events
 from tests.limits.conftest import NewTenant
 from tests.limits.gateways import (
     BURST_RPM,
@@ -210,12 +210,12 @@ async def _rejections(bootstrap: str, tenant_id: str, expect: int, timeout: floa
         while len(reasons) < expect and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
-                    try:
-                        event = decode(UsageEvent, record.value)
+                    try:  # a message is one CloudEvent or a CloudEvents batch
+                        events = [UsageEvent.model_validate(e) for e in usage_message_events(record.value)]
                     except ValueError:  # the shared topic also carries other suites' poison events
                         continue
-                    if event.type is UsageEventType.REQUEST_REJECTED and event.tenant_id == tenant_id:
-                        reasons.append(event.data.reason)  # type: ignore[union-attr]
+                    reasons += [e.data.reason for e in events  # type: ignore[union-attr]
+                                if e.type is UsageEventType.REQUEST_REJECTED and e.tenant_id == tenant_id]
     finally:
         await consumer.stop()
     return reasons

@@ -14,7 +14,7 @@ from lotabots.tiers import load_tier_config
 from schemas.usage import BillableUsage, QuotaState, UsageEvent
 from streams.dedupe import SeenEvents
 from streams.pricing import price_usage_event
-from streams.quota import QuotaFact, fold_quota
+from streams.quota import QuotaDelta, QuotaFact, fold_quota, quota_fact
 from streams.validate import Refusal, validate_usage_event
 
 TIERS = load_tier_config(Path(__file__).resolve().parents[2] / "lotabots" / "tiers.toml")
@@ -65,8 +65,9 @@ def test_billable_round_trips_through_json_without_losing_precision() -> None:
 
 
 def _fact(at: datetime, tokens: int = 10, requests: int = 0) -> QuotaFact:
-    event = _inference(prompt=tokens, completion=0, at=at) if not requests else _accepted(at=at)
-    return QuotaFact.from_billable(orjson.loads(price_usage_event(event, TIERS.get("pro").prices).model_dump_json()))
+    fact = quota_fact(_inference(prompt=tokens, completion=0, at=at) if not requests else _accepted(at=at))
+    assert fact is not None
+    return fact
 
 
 def test_quota_windows_tumble_at_utc_day_and_month_boundaries() -> None:
@@ -163,7 +164,7 @@ def test_a_billable_batch_is_what_the_sink_reads() -> None:
     rows = billable_rows(raw, partition=2, offset=41)
     values = dict(zip(ROW_COLUMNS, rows[0], strict=True))
     assert [r[EVENT_ID] for r in rows] == ["r1:inference", "r1:accepted"]
-    assert (values["source_partition"], values["source_offset"], values["cost"]) == (2, 41, first.cost)
+    assert (values["source_partition"], values["source_offset"], Decimal(values["cost"])) == (2, 41, first.cost)
     assert values["event_time"] == T0 and values["prompt_tokens"] == 1234
 
 
@@ -191,3 +192,22 @@ def test_batch_tokens_name_the_exact_offset_ranges() -> None:
     token = BatchToken("usage.billable", ((0, 10, 19), (3, 5, 5)))
     assert token.text() == "usage.billable|0:10-19,3:5-5"
     assert BatchToken.parse(token.text()) == token
+
+
+def test_quota_deltas_fold_per_day_and_skip_what_was_folded_before_a_crash() -> None:
+    now = datetime.now(UTC)
+    jan31, feb1 = T0, datetime(2026, 2, 1, 0, 0, 1, tzinfo=UTC)
+    facts = [(10, _fact(feb1, 5)), (10, _fact(jan31, 7)), (11, _fact(jan31, 0, requests=1)), (12, _fact(feb1, 3))]
+    delta = QuotaDelta(partition=3)
+    for offset, fact in facts:
+        delta.add(offset, fact)
+    one_by_one = None
+    for _, fact in facts:
+        one_by_one = fold_quota(one_by_one, fact, now)
+    summed = None
+    for fact in delta.days_after(-1):
+        summed = fold_quota(summed, fact, now)
+    assert summed == one_by_one, "per-day sums fold to the same counters as every fact, in any order"
+    assert [f.tokens for f in delta.days_after(-1)] == [7, 8] and delta.last_offset == 12
+    assert [(f.tokens, f.requests) for f in delta.days_after(11)] == [(3, 0)], "offsets <= 11 were folded"
+    assert delta.days_after(12) == []

@@ -150,14 +150,23 @@ async def test_poison_usage_events_go_to_the_dlq_and_the_pipeline_continues(
         unpriceable = await producer.send_and_wait("usage.events", unknown_tier, key=tenant.encode())
         await UsageEmitter(producer).request_accepted(tenant_id=tenant, tier="pro", request_id=f"req_{tenant}",
                                                       max_tokens_reserved=5)
+        # a CloudEvents batch: a bad fact between two good ones, and the same good fact twice
+        good = orjson.loads(unknown_tier)
+        good.update(id=f"req_{tenant}_b:accepted", data={**good["data"], "tier": "pro", "request_id": "b"})
+        bad = {**good, "id": f"req_{tenant}_x:accepted", "data": {**good["data"], "max_tokens_reserved": -1}}
+        batched = await producer.send_and_wait("usage.events", orjson.dumps([good, bad, good]), key=tenant.encode(),
+                                             headers=[("content-type", b"application/cloudevents-batch+json")])
     finally:
         await producer.stop()
     deadline = time.monotonic() + 120
     rows: list[Any] = []
-    while time.monotonic() < deadline and not rows:
-        rows = usage_pipeline.sql("SELECT event_id, requests FROM lotabots_usage.usage_events", tenant)["rows"]
+    while time.monotonic() < deadline and len(rows) < 2:
+        rows = usage_pipeline.sql("SELECT event_id, requests FROM lotabots_usage.usage_events ORDER BY event_id",
+                                  tenant)["rows"]
         await asyncio.sleep(0.5)
-    assert rows == [[f"req_{tenant}:accepted", 1]], "the valid fact after the poison was billed"
+    # the valid facts after the poison were billed, the repeated one once
+    assert rows == [[f"req_{tenant}:accepted", 1], [f"req_{tenant}_b:accepted", 1]], (
+        usage_pipeline.stack.tail("usage-stream", 3000))
 
     dlq = AIOKafkaConsumer("usage.dlq", bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
                            group_id=None)
@@ -175,6 +184,9 @@ async def test_poison_usage_events_go_to_the_dlq_and_the_pipeline_continues(
     assert mine[(garbage.partition, garbage.offset)]["error_code"] == "invalid_usage_event"
     assert mine[(unpriceable.partition, unpriceable.offset)]["error_code"] == "unknown_tier"
     assert mine[(unpriceable.partition, unpriceable.offset)]["key"] == tenant
+    in_batch = mine[(batched.partition, batched.offset)]  # only the bad fact, with its place in the batch
+    assert (in_batch["error_code"], in_batch["source_index"]) == ("invalid_usage_event", 1)
+    assert orjson.loads(in_batch["payload"])["id"] == f"req_{tenant}_x:accepted"
 
 
 async def test_billing_export_writes_the_months_invoice_lines(

@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from schemas.usage import (
     UsageEvent,
     accepted_event_id,
     inference_event_id,
+    usage_message_events,
 )
 
 EXPORTED = Path(__file__).resolve().parents[2] / "schemas" / "jsonschema"
@@ -62,17 +64,60 @@ def test_negative_tokens_are_refused() -> None:
 
 
 class _Recorder:
-    def __init__(self) -> None:
+    """A producer that records what it is given; its acks resolve at once, or fail with ``fail``."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
         self.sent: list[tuple[str, bytes, bytes]] = []
+        self.partitions: list[int] = []
+        self.headers: list[Any] = []
+        self.fail = fail
 
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
-        self.sent.append((topic, value, key))
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(8))
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+    async def send(self, topic: str, value: bytes, key: bytes, partition: int | None = None,
+                   headers: Any = None) -> asyncio.Future[None]:
         self.sent.append((topic, value, key))
+        self.partitions.append(partition if partition is not None else -1)
+        self.headers.append(headers)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        if self.fail is not None:
+            done.set_exception(self.fail)
+        else:
+            done.set_result(None)
         return done
+
+
+async def test_facts_of_one_loop_turn_leave_as_one_batch_per_partition() -> None:
+    from lotabots.usage_events import UsageEmitter, tenant_partition
+
+    producer = _Recorder()
+    emitter = UsageEmitter(producer)  # type: ignore[arg-type]
+    tenants = [f"ten_{i}" for i in range(40)]
+    acks = [await emitter.send_request_accepted(tenant_id=t, tier="pro", request_id=f"req_{t}", max_tokens_reserved=8)
+            for t in tenants]
+    await asyncio.gather(*acks)
+    assert len(producer.sent) == len({tenant_partition(t.encode(), 8) for t in tenants}) < len(tenants)
+    seen = []
+    for (topic, value, key), partition, headers in zip(producer.sent, producer.partitions, producer.headers,
+                                                       strict=True):
+        facts = usage_message_events(value)
+        assert topic == "usage.events" and tenant_partition(key, 8) == partition
+        assert all(tenant_partition(f["data"]["tenant_id"].encode(), 8) == partition for f in facts)
+        kind = "application/cloudevents-batch+json" if len(facts) > 1 else "application/cloudevents+json"
+        assert headers == [("content-type", kind.encode())]
+        seen += [UsageEvent.model_validate(f).id for f in facts]
+    assert sorted(seen) == sorted(f"req_{t}:accepted" for t in tenants)
+
+
+async def test_a_failed_batch_fails_every_fact_in_it() -> None:
+    from lotabots.usage_events import UsageEmitter
+
+    emitter = UsageEmitter(_Recorder(fail=RuntimeError("broker gone")))  # type: ignore[arg-type]
+    acks = [await emitter.send_request_accepted(tenant_id="ten_a", tier="pro", request_id=f"req_{i}",
+                                                max_tokens_reserved=8) for i in range(3)]
+    results = await asyncio.gather(*acks, return_exceptions=True)
+    assert [type(r) for r in results] == [RuntimeError] * 3
 
 
 async def test_accepted_fast_path_writes_a_valid_cloudevent_keyed_by_tenant() -> None:
