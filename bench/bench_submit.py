@@ -104,6 +104,7 @@ def main() -> None:
                 spent = [tree_cpu_seconds(p) - b for p, b in zip(pids[name], before, strict=True)]
                 done = results[name]["rps"] * args.seconds
                 results[name]["cpu_us"] = [s / done * 1e6 for s in spent]
+            facts_per_message = _facts_per_message(f"http://127.0.0.1:{gw_port}/metrics")
         finally:
             for p in (bare, gateway):
                 p.terminate()
@@ -114,8 +115,20 @@ def main() -> None:
           f"  (non-2xx: {s['non2xx']:.0f})")
     print(f"ratio submit/bare     : {s['rps'] / b['rps']:.2f}x requests/s  (goal >= 0.40, product goal >= 0.50)")
     gw, pgc, kc = s["cpu_us"]
+    print(f"usage facts           : {facts_per_message:.1f} per usage.events message (the emitter's group commit)")
     print(f"CPU per request       : bare app {b['cpu_us'][0]:.0f} us; gateway {gw:.0f} us + PostgreSQL {pgc:.0f} us"
           f" + Kafka broker {kc:.0f} us (ratio of app CPU {b['cpu_us'][0] / gw:.2f})")
+
+
+def _facts_per_message(metrics_url: str) -> float:
+    import httpx
+
+    totals = {}
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        for suffix in ("_sum", "_count"):
+            if line.startswith(f"lotabots_usage_facts_per_message{suffix} "):
+                totals[suffix] = float(line.split()[-1])
+    return totals.get("_sum", 0.0) / max(totals.get("_count", 0.0), 1.0)
 
 
 if __name__ == "__main__":
