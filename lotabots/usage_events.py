@@ -99,16 +99,20 @@ class UsageBatcher:
         try:
             if not self._partitions:
                 self._partitions = len(await self.producer.partitions_for(self.topic))
-            groups: dict[int, list[tuple[bytes, bytes, asyncio.Future[None]]]] = {}
-            for fact in facts:
-                groups.setdefault(tenant_partition(fact[0], self._partitions), []).append(fact)
-            for partition, group in groups.items():
-                for chunk in _chunks(group):
-                    await self._send(partition, chunk)
-        except Exception as exc:  # metadata or enqueue failed: every fact not yet handed over fails
-            for _, _, acked in facts:
-                if not acked.done():
-                    acked.set_exception(exc)
+        except Exception as exc:  # no metadata: nothing was handed over
+            _fail([f[2] for f in facts], exc)
+            return
+        groups: dict[int, list[tuple[bytes, bytes, asyncio.Future[None]]]] = {}
+        for fact in facts:
+            groups.setdefault(tenant_partition(fact[0], self._partitions), []).append(fact)
+        chunks = [(partition, chunk) for partition, group in groups.items() for chunk in _chunks(group)]
+        for i, (partition, chunk) in enumerate(chunks):
+            try:
+                await self._send(partition, chunk)
+            except Exception as exc:  # the producer refused it: this chunk and the rest fail (their acks
+                # never come); chunks already handed over settle with their own acks
+                _fail([f[2] for _, later in chunks[i:] for f in later], exc)
+                return
 
     async def _send(self, partition: int, chunk: list[tuple[bytes, bytes, asyncio.Future[None]]]) -> None:
         if len(chunk) == 1:
@@ -133,15 +137,20 @@ def _chunks(group: list[Any]) -> list[list[Any]]:
     return chunks
 
 
+def _fail(waiters: list[asyncio.Future[None]], error: BaseException) -> None:
+    for acked in waiters:
+        if not acked.done():
+            acked.set_exception(error)
+
+
 def _settle(done: asyncio.Future[Any], waiters: list[asyncio.Future[None]]) -> None:
     error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+    if error is not None:
+        _fail(waiters, error)
+        return
     for acked in waiters:
-        if acked.done():
-            continue
-        if error is None:
+        if not acked.done():
             acked.set_result(None)
-        else:
-            acked.set_exception(error)
 
 
 _BATCHERS: weakref.WeakKeyDictionary[Any, UsageBatcher] = weakref.WeakKeyDictionary()
