@@ -1,12 +1,12 @@
 """Usage pipeline throughput: usage.events → Faust → usage.billable → usage service → ClickHouse (chDB),
 against a raw aiokafka consumer inserting the same events straight into ClickHouse, in the same run.
 
-    .venv/bin/python bench/bench_usage.py [--events 300000] [--tenants 100] [--in-flight 64] [--bootstrap HOST:PORT]
+    .venv/bin/python bench/bench_usage.py [--events 300000] [--tenants 100] [--in-flight 80] [--bootstrap HOST:PORT]
 
 Both sides get the same burst, produced the way the platform produces it: the gateway's producer
 settings and its group-commit emitter (lotabots.usage_events.UsageBatcher) with ``--in-flight`` facts
-awaiting their ack at a time. 64 in flight gives ~8 facts per message over 100 tenants, what one
-gateway at full load emits (bench_submit prints its group size). The consumers run in their own
+awaiting their ack at a time. 80 in flight gives 10 facts per message over 100 tenants and 8
+partitions, what one gateway at 128 connections emits (bench_submit measures ~80 facts per group). The consumers run in their own
 processes, joined and idle; the clock runs from the first produce to the moment ClickHouse took the
 last row (the baseline's child stamps its last insert; the pipeline's is max(inserted_at)). The
 pipeline does all its work (validate each fact, dedupe table, pricing, quota counters, the billable
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import REPO, wait_http  # noqa: E402
 
 RAW_TOPIC = "bench.raw-usage-events"
-IN_FLIGHT = 64  # one gateway at full load: its DB group commit releases ~50-80 submits at once (bench_submit)
+IN_FLIGHT = 80  # one gateway at 128 connections: its DB group commit resumes ~80 submits at once (bench_submit)
 FACT_RATE = 50_000
 NOOP_TOPIC = "bench.faust-noop-events"
 ZERO = Decimal(0)
