@@ -78,6 +78,7 @@ class UsageBatcher:
         self._pending: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
         self._scheduled = False
         self._partitions = 0
+        self._flushing: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
     def add(self, tenant_id: str, payload: bytes) -> asyncio.Future[None]:
         """Enqueue one encoded CloudEvent; the future resolves when the broker acked its message."""
@@ -93,7 +94,9 @@ class UsageBatcher:
         self._scheduled = False
         facts, self._pending = self._pending, []
         if facts:
-            loop.create_task(self._flush(facts))
+            task = loop.create_task(self._flush(facts))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
 
     async def _flush(self, facts: list[tuple[bytes, bytes, asyncio.Future[None]]]) -> None:
         try:
