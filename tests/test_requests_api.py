@@ -212,8 +212,9 @@ async def test_wait_returns_the_current_state_when_time_runs_out(api: httpx.Asyn
     assert r.status_code == 200
     assert r.json()["status"] in ("queued", "running")
     assert (await api.post(f"/v1/requests/{rid}/cancel")).status_code == 202
-    canceled = (await api.get(f"/v1/requests/{rid}", params={"wait": 60})).json()
-    assert canceled["status"] == "canceled"
+    # the client's own timeout must outlast the server-side wait (the fixture's default is 30 s)
+    canceled = (await api.get(f"/v1/requests/{rid}", params={"wait": 60}, timeout=90)).json()
+    assert canceled["status"] == "canceled", canceled
 
 
 async def test_python_client_submit_wait_cancel_list(stack, pro_tenant) -> None:  # type: ignore[no-untyped-def]
