@@ -156,14 +156,15 @@ def _settle(done: asyncio.Future[Any], waiters: list[asyncio.Future[None]]) -> N
             acked.set_result(None)
 
 
-_BATCHERS: weakref.WeakKeyDictionary[Any, UsageBatcher] = weakref.WeakKeyDictionary()
+_BATCHERS: weakref.WeakKeyDictionary[Any, dict[str, UsageBatcher]] = weakref.WeakKeyDictionary()
 
 
 def usage_batcher(producer: AIOKafkaProducer, topic: str = USAGE_EVENTS) -> UsageBatcher:
     """The one batcher of a producer and topic: every emitter of a process shares its groups."""
-    batcher = _BATCHERS.get(producer)
-    if batcher is None or batcher.topic != topic:
-        batcher = _BATCHERS[producer] = UsageBatcher(producer, topic)
+    by_topic = _BATCHERS.setdefault(producer, {})
+    batcher = by_topic.get(topic)
+    if batcher is None:
+        batcher = by_topic[topic] = UsageBatcher(producer, topic)
     return batcher
 
 

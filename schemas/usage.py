@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.events import WireModel
 
@@ -91,21 +91,6 @@ DATA_MODELS: dict[UsageEventType, type[_Data]] = {
 }
 
 
-def _data_kind(data: Any) -> str:
-    """Which data model a payload is, from the fields only its model has (the envelope's type is checked
-    against it after validation)."""
-    if isinstance(data, dict):
-        if "prompt_tokens" in data or "completion_tokens" in data:
-            return UsageEventType.INFERENCE_COMPLETED.value
-        if "reason" in data:
-            return UsageEventType.REQUEST_REJECTED.value
-        return UsageEventType.REQUEST_ACCEPTED.value
-    for kind, model in DATA_MODELS.items():
-        if isinstance(data, model):
-            return kind.value
-    return UsageEventType.REQUEST_ACCEPTED.value
-
-
 class UsageEvent(WireModel):
     """One usage fact on ``usage.events`` (key: tenant id), as a CloudEvents 1.0 structured JSON message."""
 
@@ -116,20 +101,25 @@ class UsageEvent(WireModel):
     source: Annotated[str, Field(min_length=1, max_length=200)]
     type: UsageEventType
     subject: str | None = Field(default=None, max_length=200, description="the request id")
-    time: AwareDatetime
+    time: datetime
     datacontenttype: Literal["application/json"] = "application/json"
     dataschemaversion: int = Field(default=1, ge=1, description="extension attribute: version of `data`")
-    data: Annotated[
-        Annotated[RequestAcceptedData, Tag(UsageEventType.REQUEST_ACCEPTED.value)]
-        | Annotated[RequestRejectedData, Tag(UsageEventType.REQUEST_REJECTED.value)]
-        | Annotated[InferenceCompletedData, Tag(UsageEventType.INFERENCE_COMPLETED.value)],
-        Discriminator(_data_kind),
-    ]
+    data: UsageData
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_matches_type(cls, value: Any) -> Any:
+        # CloudEvents keeps the discriminator on the envelope: validate `data` against the model its type names.
+        if isinstance(value, dict) and isinstance(value.get("data"), dict):
+            model = DATA_MODELS.get(value.get("type"))  # type: ignore[call-overload]
+            if model is not None:
+                value = {**value, "data": model.model_validate(value["data"])}
+        return value
 
     @model_validator(mode="after")
-    def _data_matches_type(self) -> UsageEvent:
-        # CloudEvents keeps the discriminator on the envelope; `data` was validated against the model its
-        # fields name (natively, no Python per field), and must be the one the envelope's type names.
+    def _time_is_aware(self) -> UsageEvent:
+        if self.time.tzinfo is None:
+            raise ValueError("time must carry a UTC offset (RFC 3339)")
         if not isinstance(self.data, DATA_MODELS[self.type]):
             raise ValueError(f"data does not match type {self.type.value}")
         return self

@@ -110,10 +110,10 @@ def _billing_agent(s: UsageStream) -> None:
                         if delta is None:
                             delta = quotas[counted.tenant_id] = QuotaDelta(message.partition)
                         delta.add(message.offset, counted)
-            seen.flush(now)
+            seen.flush(now)  # the batch's new ids: one changelog record per partition
             for tenant_id, state in _fold_quotas(s, quotas, datetime.now(UTC)):
                 await topics.quota_state.send(key=tenant_id.encode(), value=state)
-                USAGE_QUOTA_UPDATES.inc()  # the batch's new ids: one changelog record per partition
+                USAGE_QUOTA_UPDATES.inc()
             for tenant_id, facts in by_tenant.items():
                 for i in range(0, len(facts), FACTS_PER_MESSAGE):
                     await topics.billable.send(key=tenant_id.encode(),
