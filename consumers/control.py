@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from lotabots.kafka_io import decode, make_consumer, topic_partitions
+from lotabots.kafka_io import decode, make_consumer, stop_tail, topic_partitions
 from lotabots.settings import Settings
 from schemas.events import ControlAction, ControlSignal
 from schemas.topics import REQUESTS_CONTROL
@@ -70,10 +70,4 @@ class ControlListener:
         self._canceled = {k: t for k, t in self._canceled.items() if t >= horizon}
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        await self._consumer.stop()
+        await stop_tail(self._task, self._consumer)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from lotabots.kafka_io import decode, make_consumer, topic_partitions
+from lotabots.kafka_io import decode, make_consumer, stop_tail, topic_partitions
 from lotabots.settings import Settings
 from schemas.events import RequestLifecycleEvent
 from schemas.topics import RESULTS
@@ -41,13 +41,7 @@ class ResultsTail:
         self._task = asyncio.create_task(self._run(), name="results-tail")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        await self._consumer.stop()
+        await stop_tail(self._task, self._consumer)
 
     def waiter(self, request_id: str) -> asyncio.Future[RequestLifecycleEvent]:
         """A future resolved with the request's next terminal (or awaiting_approval) event."""

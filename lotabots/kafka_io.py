@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -83,6 +84,17 @@ class StickyPartitions:
         chosen = random.choice(choices)
         self._current[topic] = (chosen, 1, now)
         return chosen
+
+
+async def stop_tail(task: asyncio.Task[None] | None, consumer: AIOKafkaConsumer) -> None:
+    """Stop a group-less tail: cancel its reading task, wait for it to end, then close the consumer."""
+    if task:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+    await consumer.stop()
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str,

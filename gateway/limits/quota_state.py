@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from aiokafka import TopicPartition
 
-from lotabots.kafka_io import decode, make_consumer, topic_partitions
+from lotabots.kafka_io import decode, make_consumer, stop_tail, topic_partitions
 from lotabots.settings import Settings
 from schemas.topics import USAGE_QUOTA_STATE
 from schemas.usage import QuotaState
@@ -71,13 +71,7 @@ class QuotaStateTail:
         self._task = asyncio.create_task(self._run(assigned=bool(tps)), name="quota-state-tail")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        await self._consumer.stop()
+        await stop_tail(self._task, self._consumer)
 
     async def _reached(self, ends: dict[TopicPartition, int]) -> bool:
         for tp, end in ends.items():
