@@ -19,6 +19,9 @@ USAGE_QUOTA_STATE = "usage.quota-state"
 USAGE_DLQ = "usage.dlq"
 WEBHOOKS_DLQ = "webhooks.dlq"
 AUTH_EVENTS = "auth.events"
+# generated text as it is decoded (DESIGN §4 "token stream"): short-lived, `results` stays the source of truth
+TOKEN_STREAM = "results.tokens"
+TOKEN_STREAM_RETENTION_MS = str(3600 * 1000)
 
 
 def request_topic(tier: str) -> str:
@@ -65,6 +68,8 @@ def topic_catalogue(tiers: TierConfig) -> list[TopicSpec]:
         TopicSpec(REQUESTS_DLQ, "-", 1, "unparseable request messages + error + source coordinates"),
         TopicSpec(RESULTS_DLQ, "-", 1, "unparseable lifecycle events + error + source coordinates"),
         TopicSpec(RESULTS, "request id", 8, "request lifecycle events"),
+        TopicSpec(TOKEN_STREAM, "request id", 8, "text deltas per decode step (grouped per partition)",
+                  {"cleanup.policy": "delete", "retention.ms": TOKEN_STREAM_RETENTION_MS}),
         TopicSpec(USAGE_EVENTS, "tenant id", 8, "CloudEvents 1.0 usage facts"),
         TopicSpec(USAGE_BILLABLE, "tenant id", 8, "deduplicated, validated, priced usage"),
         TopicSpec(USAGE_QUOTA_STATE, "tenant id", 4, "quota counters per tenant", dict(_COMPACT)),
