@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge
 from consumers.control import ControlListener
 from consumers.dead_letter import DeadLetterStep
 from consumers.offsets import OffsetTracker
+from consumers.token_publisher import TokenPublisher
 from inference.autonomy_profiles import AutonomyProfiles
 from inference.engine import ChatModel
 from inference.scheduler import BatchScheduler, SequenceParams, SequenceResult
@@ -51,6 +52,7 @@ IN_FLIGHT = Gauge("lotabots_inference_in_flight", "sequences in the batch schedu
 class _InFlight:
     request: InferenceRequest
     offsets: list[tuple[TopicPartition, int]] = field(default_factory=list)
+    attempt: str = field(default_factory=lambda: new_id("run"))  # this run of the request (token stream)
 
 
 class InferenceWorker:
@@ -71,6 +73,7 @@ class InferenceWorker:
                 model, max_batch=max_batch or settings.inference_max_batch,
                 max_tokens_in_flight=settings.inference_max_tokens_in_flight,
             )
+        self.tokens: TokenPublisher | None = None
         self.offsets = OffsetTracker()
         # levels of autonomy: per-level prompt template and generation settings (docs/autonomy.md)
         self.autonomy = AutonomyProfiles.load(settings.autonomy_profiles_path)
@@ -88,6 +91,10 @@ class InferenceWorker:
         self.usage = UsageEmitter(self.producer)
         self.model_name = _model_name(self.model)
         self.dlq = DeadLetterStep(self.producer, REQUESTS_DLQ, self.name)
+        if self.settings.inference_stream_tokens and isinstance(self.scheduler, BatchScheduler):
+            self.tokens = TokenPublisher(self.producer, self.name, self.tier, self._attempt_of)
+            await self.tokens.start()
+            self.scheduler.on_tokens = self.tokens.publish_from_engine(self.loop)
         self.control = ControlListener(self.settings, self.tier, on_cancel=self.scheduler.cancel)
         await self.control.start()
         self.consumer = make_consumer(
@@ -103,6 +110,8 @@ class InferenceWorker:
             await self._drain()
         finally:
             self.scheduler.stop()
+            if self.tokens is not None:
+                await self.tokens.stop()
             await self.control.stop()
             await self.consumer.stop()
             await self.producer.stop()
@@ -199,6 +208,10 @@ class InferenceWorker:
         REQUESTS_DONE.labels(self.tier, "dead_lettered").inc()
 
     # ---- produce ------------------------------------------------------------------------------
+    def _attempt_of(self, request_id: str) -> str | None:
+        entry = self.in_flight.get(request_id)
+        return entry.attempt if entry is not None else None
+
     def _spawn_started(self, request_id: str, at: float) -> None:
         entry = self.in_flight.get(request_id)
         if entry is None:

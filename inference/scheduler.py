@@ -83,6 +83,21 @@ class SequenceParams:
     ignore_eos: bool = False  # benchmarks only: always generate max_tokens
 
 
+@dataclass(frozen=True)
+class TokenDelta:
+    """New text of one sequence after one engine step (what token streaming publishes).
+
+    ``index`` counts the sequence's deltas from 1; ``position`` is how many characters of its text came
+    before ``text``; ``tokens`` is how many generated tokens ``text`` covers.
+    """
+
+    seq_id: str
+    index: int
+    position: int
+    text: str
+    tokens: int
+
+
 @dataclass
 class SequenceResult:
     """How a sequence ended. `finish_reason`: stop | length | canceled | error."""
@@ -116,6 +131,10 @@ class _Sequence:
     first_token_at: float | None = None
     canceled: bool = False
     dropped: bool = False  # handed back: finishes silently
+    streamed: str = ""  # text already handed to on_tokens
+    stream_broken: bool = False  # the decoded text changed behind what was streamed: the result settles it
+    unstreamed_tokens: int = 0  # generated tokens not yet covered by a delta
+    deltas: int = 0
 
     @property
     def reserved_tokens(self) -> int:
@@ -127,7 +146,7 @@ class BatchScheduler:
 
     def __init__(
         self, model: DecoderModel, *, max_batch: int = 16, max_tokens_in_flight: int = 32_768,
-        prefill_chunk: int = 256,
+        prefill_chunk: int = 256, on_tokens: Callable[[list[TokenDelta]], None] | None = None,
     ) -> None:
         self.model = model
         self._kv_ops: KVOps = getattr(model, "kv_ops", None) or NumpyKVOps()
@@ -147,6 +166,10 @@ class BatchScheduler:
         self._thread: threading.Thread | None = None
         self.steps = 0
         self.tokens_generated = 0
+        # token streaming: called from the engine thread once per engine step with every sequence's new
+        # text (one list per step, so a caller can publish all of them together)
+        self.on_tokens = on_tokens
+        self._step_deltas: list[TokenDelta] = []
 
     # ---- public, any thread -------------------------------------------------------------------
     def start(self) -> None:
@@ -244,6 +267,7 @@ class BatchScheduler:
                     self._prefill_chunk(admit)
                 if self._rows:
                     self._decode_step()
+                self._flush_deltas()
             except Exception as exc:  # a failing model call fails the sequences it touched, not the worker
                 log.exception("engine step failed")
                 victims = list(self._rows) + ([admit] if admit is not None and admit not in self._rows else [])
@@ -322,15 +346,55 @@ class BatchScheduler:
             return False
         seq.generated.append(token)
         seq.next_token = token
+        text = None
         if seq.params.stop:
             text = self.model.decode(seq.generated)
             if any(stop in text for stop in seq.params.stop):
                 self._finish(seq, "stop")
                 return False
         if len(seq.generated) >= seq.params.max_tokens:
-            self._finish(seq, "length")
+            self._finish(seq, "length")  # the last delta travels in the final result
             return False
+        if self.on_tokens is not None:
+            self._stream(seq, self.model.decode(seq.generated) if text is None else text)
         return True
+
+    def _stream(self, seq: _Sequence, text: str) -> None:
+        """Queue the part of ``text`` that can no longer change: not a trailing partial character, not a
+        tail that could still become a stop string (the final result cuts stop strings off)."""
+        seq.unstreamed_tokens += 1
+        safe = len(text.rstrip("\ufffd"))
+        for stop in seq.params.stop:
+            for k in range(min(len(stop) - 1, safe), 0, -1):
+                if text.endswith(stop[:k], 0, safe):
+                    safe -= k
+                    break
+        done = len(seq.streamed)
+        if seq.stream_broken or safe <= done:
+            return
+        if not text.startswith(seq.streamed):
+            seq.stream_broken = True
+            return
+        last = self._step_deltas[-1] if self._step_deltas else None
+        if last is not None and last.seq_id == seq.seq_id:  # prefill's first token and a decode step: one delta
+            self._step_deltas[-1] = TokenDelta(seq.seq_id, last.index, last.position,
+                                               last.text + text[done:safe], last.tokens + seq.unstreamed_tokens)
+        else:
+            seq.deltas += 1
+            self._step_deltas.append(TokenDelta(seq.seq_id, seq.deltas, done, text[done:safe],
+                                                seq.unstreamed_tokens))
+        seq.streamed, seq.unstreamed_tokens = text[:safe], 0
+
+    def _flush_deltas(self) -> None:
+        if not self._step_deltas or self.on_tokens is None:
+            return
+        deltas, self._step_deltas = self._step_deltas, []
+        deltas = [d for d in deltas if not self._by_id.get(d.seq_id, _GONE).dropped]
+        if deltas:
+            try:
+                self.on_tokens(deltas)
+            except Exception:
+                log.exception("on_tokens callback failed")
 
     def _remove_rows(self, leaving: list[_Sequence]) -> None:
         keep = [i for i, s in enumerate(self._rows) if s not in leaving]
@@ -367,6 +431,13 @@ class BatchScheduler:
             seq.on_finish(result)
         except Exception:
             log.exception("on_finish callback failed for %s", seq.seq_id)
+
+
+class _Gone:
+    dropped = False
+
+
+_GONE = _Gone()
 
 
 def _pad_left(a: np.ndarray, n: int) -> np.ndarray:

@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     public_base_url: str = ""
     gateway_linger_ms: int = Field(default=1, ge=0, description="producer batching window on the submit path (ms)")
     long_poll_max_s: float = Field(default=60.0, gt=0, description="cap on Prefer: wait=N and ?wait=N")
+    # token streaming (docs/openai.md): workers publish text deltas to `results.tokens`, gateways fan them out
+    inference_stream_tokens: bool = Field(default=True, description="workers publish text deltas per decode step")
+    stream_keepalive_s: float = Field(default=15.0, gt=0, description="SSE keep-alive comment interval")
+    stream_buffer_chars: int = Field(default=8_000_000, ge=10_000,
+                                     description="characters of recent streamed text a gateway keeps for resumes")
+    stream_buffer_linger_s: float = Field(default=120.0, ge=0,
+                                          description="how long a finished request's chunks stay for replays")
+    openai_wait_max_s: float = Field(default=600.0, gt=0,
+                                     description="how long a non-streaming chat completion waits for its result")
 
     # auth service (docs/auth.md)
     auth_host: str = "127.0.0.1"

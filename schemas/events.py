@@ -135,6 +135,38 @@ class RequestLifecycleEvent(WireModel):
     finished_at: datetime | None = None
 
 
+class TokenChunk(BaseModel):
+    """One request's text delta from one decode step (or the first token of its prefill).
+
+    ``attempt`` names one run of the request on one worker: a request taken over by another member of
+    the group after a crash starts a new attempt at ``seq`` 1 and ``position`` 0. ``position`` is the
+    number of characters of output text before ``delta`` (so chunks of one attempt tile the text with
+    no gap); ``tokens`` is how many generated tokens the delta covers (a token that ends inside a
+    multi-byte character or could start a stop string is held back and rides with a later chunk).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    attempt: Annotated[str, Field(min_length=1, max_length=64)]
+    seq: int = Field(ge=1)
+    position: int = Field(ge=0)
+    delta: str
+    tokens: int = Field(ge=0)
+
+
+class TokenChunkBatch(WireModel):
+    """A message on ``results.tokens``: the chunks of one decode step whose request ids share a partition.
+
+    Keyed by the first chunk's request id and sent to the partition every chunk's request id hashes to,
+    so one request's chunks keep their order; several requests advancing together share one message.
+    """
+
+    SCHEMA_NAME: ClassVar[str] = "token_chunk_batch"
+    schema_version: Literal[1] = 1
+    worker: str
+    chunks: Annotated[list[TokenChunk], Field(min_length=1)]
+
+
 class DeadLetter(WireModel):
     """A poison message: the original payload, why it was refused, and where it came from."""
 
@@ -153,7 +185,7 @@ class DeadLetter(WireModel):
     at: datetime
 
 
-WIRE_MODELS: list[type[WireModel]] = [InferenceRequest, ControlSignal, RequestLifecycleEvent, DeadLetter]
+WIRE_MODELS: list[type[WireModel]] = [InferenceRequest, ControlSignal, RequestLifecycleEvent, TokenChunkBatch, DeadLetter]
 
 
 def json_schema_of(model: type[WireModel]) -> dict[str, Any]:
