@@ -37,8 +37,10 @@ async def wait_terminal(api: httpx.AsyncClient, request_id: str, timeout: float 
     raise AssertionError(f"{request_id} not terminal")
 
 
-async def billed_usage(api: httpx.AsyncClient, requests: int, timeout: float = 120) -> dict[str, Any]:
-    """GET /v1/usage until the pipeline has caught up with `requests` accepted requests."""
+async def billed_usage(api: httpx.AsyncClient, requests: int, prompt: int, completion: int,
+                       timeout: float = 120) -> dict[str, Any]:
+    """GET /v1/usage until it bills exactly these totals: `requests` is counted at admission, the tokens
+    when each inference fact lands, so a count alone (or "some tokens") can hold with a fact missing."""
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -46,10 +48,10 @@ async def billed_usage(api: httpx.AsyncClient, requests: int, timeout: float = 1
         assert r.status_code == 200, r.text
         body = r.json()
         totals = body["totals"]
-        if totals["requests"] == requests and totals["completion_tokens"] > 0:
+        if (totals["requests"], totals["prompt_tokens"], totals["completion_tokens"]) == (requests, prompt, completion):
             return body
         await asyncio.sleep(0.5)
-    raise AssertionError(f"usage never showed {requests} requests: {body}")
+    raise AssertionError(f"usage never billed {requests} requests, {prompt}+{completion} tokens: {body}")
 
 
 @pytest.fixture
@@ -60,10 +62,10 @@ async def used(api: httpx.AsyncClient, usage_pipeline: UsagePipeline) -> dict[st
         r = await api.post("/v1/requests", json={"messages": QUESTION, "max_tokens": 3})
         assert r.status_code == 202, r.text
         done.append(await wait_terminal(api, r.json()["id"]))
-    usage = await billed_usage(api, 2)
-    return {"requests": done, "usage": usage,
-            "prompt": sum(d["usage"]["prompt_tokens"] for d in done),
-            "completion": sum(d["usage"]["completion_tokens"] for d in done)}
+    prompt = sum(d["usage"]["prompt_tokens"] for d in done)
+    completion = sum(d["usage"]["completion_tokens"] for d in done)
+    usage = await billed_usage(api, 2, prompt, completion)
+    return {"requests": done, "usage": usage, "prompt": prompt, "completion": completion}
 
 
 async def test_usage_is_the_tenants_own_grouped_by_day_model_tier_and_autonomy(used: dict[str, Any]) -> None:
