@@ -28,6 +28,10 @@ from lotabots.tiers import get_tier_config
 # Feature routers beyond requests/auth. Each module exposes `router` (an APIRouter) and may expose
 # `async def start(app)` / `async def stop(app)`, run in the lifespan after the core wiring exists.
 GATEWAY_COMPONENTS = (
+    "gateway.routers.streaming",
+    "gateway.routers.openai_models",
+    "gateway.routers.openai_chat",
+    "gateway.routers.openai_responses",
     "gateway.routers.webhooks",
     "gateway.routers.usage",
     "gateway.routers.autonomy",

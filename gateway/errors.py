@@ -54,24 +54,44 @@ def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _openai_error(status: int, code: str, message: str, param: str | None = None,
+                  headers: dict[str, str] | None = None) -> JSONBytes:
+    """The same refusal in OpenAI's error body, on the OpenAI-compatible routes (docs/openai.md)."""
+    from gateway.openai_compat import openai_error_body, openai_status
+
+    status = openai_status(status)
+    return JSONBytes(openai_error_body(status, code, message, param), status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from gateway.openai_compat import is_openai_path, param_of_problems
+
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONBytes:
+    async def _api_error(request: Request, exc: ApiError) -> JSONBytes:
+        if is_openai_path(request.url.path):
+            return _openai_error(exc.status, exc.code, exc.message, exc.details.get("param"), exc.headers)
         return JSONBytes(
             error_body(exc.code, exc.message, **exc.details), status_code=exc.status, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONBytes:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONBytes:
         problems = validation_problems(exc)
+        if is_openai_path(request.url.path):
+            param = param_of_problems(problems)
+            first = problems[0] if problems else {}
+            message = f"invalid value for {param}: {first.get('msg', '')}" if param else "the request is invalid"
+            return _openai_error(400, "invalid_request", message, param)
         return JSONBytes(
             error_body("invalid_request", "the request body or parameters are invalid", problems=problems),
             status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONBytes:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONBytes:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
+        if is_openai_path(request.url.path):
+            return _openai_error(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
         return JSONBytes(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )

@@ -42,6 +42,9 @@ class SubmitRequestBody(BaseModel):
     context: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     autonomy_level: AutonomyLevel | None = None
     action: RequestAction | None = None
+    # token streaming (docs/openai.md): answer with the SSE stream once the request is durable
+    stream: bool = False
+    cancel_on_disconnect: bool = False
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.services import kafka_service, postgres_service
 from tests.stack import REPO, Stack
+from tests.usage_pipeline import usage_pipeline  # noqa: F401 - a session fixture for every directory
 
 # One key-encryption key for every process the session starts, as production sets one from a Secret:
 # processes with different data dirs must unseal the same signing keys in the shared database.

@@ -57,6 +57,11 @@ async def submit_request(request: Request) -> JSONBytes:
     response_headers = {"Location": f"/v1/requests/{resource['id']}", **admission.headers}
     if outcome.replayed:
         response_headers["Idempotent-Replayed"] = "true"
+    if body.stream or "text/event-stream" in (headers.get("accept") or ""):
+        from gateway.routers.streaming import native_stream
+
+        return native_stream(request, who, resource, cancel_on_disconnect=body.cancel_on_disconnect,  # type: ignore[return-value]
+                             headers=response_headers)
     wait = prefer_wait(headers.get("prefer"))
     if wait is not None:
         wait = min(wait, request.app.state.settings.long_poll_max_s)
