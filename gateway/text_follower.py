@@ -15,6 +15,7 @@ position 0. The final result settles everything: the deltas always add up to its
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,22 +69,39 @@ async def follow_output(
     live = tokens.watch(request_id)
     outcome = results.waiter(request_id)
     follower = _Follower(live, after)
+    # One future to park on, however the stream is woken: a chunk (the tail notifies the text), the
+    # request settling (the outcome's callback), or the keep-alive tick; a spurious wake-up (another
+    # stream's tick on the same text) costs a look. The future is shared by every stream of the text:
+    # it is awaited through a shield, or a cancelled stream (its client left) would cancel it for all.
+    loop = asyncio.get_running_loop()
+    ticked = False
+
+    def tick() -> None:
+        nonlocal ticked, timer
+        ticked = True
+        live.notify()
+        timer = loop.call_later(keepalive_s, tick)
+
+    outcome.add_done_callback(lambda _: live.notify())
+    timer = loop.call_later(keepalive_s, tick)
     try:
         if not settled(resource):  # the row was read before parking: read once more
             resource = request_resource(await load_row())
-        while not settled(resource):
-            items = follower.take()
-            if items:
-                yield items
-            if outcome.done():
-                resource = overlay(request_resource(await load_row()), outcome.result())
-                break
-            done, _ = await asyncio.wait({live.changed, outcome}, timeout=keepalive_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                yield [KeepAlive()]
+        if not settled(resource):
+            while True:
+                items = follower.take()
+                if ticked:
+                    ticked = False
+                    items.append(KeepAlive())
+                if items:
+                    yield items
+                if outcome.done():
+                    resource = overlay(request_resource(await load_row()), outcome.result())
+                    break
+                await asyncio.shield(live.changed)
         yield [*follower.finish(((resource.get("output") or {}).get("text")) or ""), Done(resource)]
     finally:
+        timer.cancel()
         results.discard(request_id, outcome)
         tokens.unwatch(live)
 
@@ -97,6 +115,7 @@ class _Follower:
         self.sent = after
         self.shown: list[str] = []  # what this stream delivered: [after, sent)
         self.attempt: str | None = None
+        self.next_chunk = 0  # index into live.ends of the first chunk this stream has not delivered
 
     def _shown(self) -> str:
         return "".join(self.shown)
@@ -125,11 +144,16 @@ class _Follower:
             self.attempt = live.attempt
         if not (live.start <= self.sent < live.end):
             return out
-        for end in live.ends:  # the live chunk boundaries, so a resume repeats the same events
-            if end > self.sent:
-                text = live.slice(self.sent, end)
-                assert text is not None
-                out.append(self._deliver(end, text))
+        ends = live.ends  # the live chunk boundaries, so a resume repeats the same events
+        i = self.next_chunk
+        if i >= len(ends) or (i and ends[i - 1] != self.sent) or ends[i] <= self.sent:
+            i = bisect.bisect_right(ends, self.sent)  # first look, a new attempt, or after a restart
+        for k in range(i, len(ends)):
+            start = ends[k - 1] if k else live.start
+            text = live.chunk(k) if start == self.sent else live.slice(self.sent, ends[k])
+            assert text is not None
+            out.append(self._deliver(ends[k], text))
+        self.next_chunk = len(ends)
         return out
 
     def finish(self, final: str) -> list[StreamItem]:

@@ -39,7 +39,7 @@ class LiveText:
         self.request_id = request_id
         self.attempt: str | None = None
         self.start = 0  # position of the first character held (> 0 when this replica joined late)
-        self.parts: list[str] = []
+        self.parts: list[str] = []  # every chunk's delta, in order
         self.ends: list[int] = []  # end position of every chunk, in order
         self.last_seq = 0
         self.broken = False  # a chunk of this attempt is missing: only the final result completes it
@@ -53,8 +53,11 @@ class LiveText:
     def text(self) -> str:
         if self._text is None:
             self._text = "".join(self.parts)
-            self.parts = [self._text]
         return self._text
+
+    def chunk(self, i: int) -> str:
+        """The delta of chunk ``i`` (what a stream that has everything before it delivers next)."""
+        return self.parts[i]
 
     @property
     def end(self) -> int:
@@ -87,7 +90,8 @@ class LiveText:
 
     def notify(self) -> None:
         changed, self.changed = self.changed, asyncio.get_running_loop().create_future()
-        changed.set_result(None)
+        if not changed.done():
+            changed.set_result(None)
 
 
 class TokenStreamTail:
@@ -101,8 +105,8 @@ class TokenStreamTail:
         self._last_sweep = time.monotonic()
 
     async def start(self) -> None:
-        self._consumer = make_consumer(self.settings, group_id=None, client_id="gateway-token-tail",
-                                       fetch_max_wait_ms=5)
+        # the broker answers a parked fetch as soon as a chunk lands: the default wait costs no latency
+        self._consumer = make_consumer(self.settings, group_id=None, client_id="gateway-token-tail")
         await self._consumer.start()
         tps = await topic_partitions(self._consumer, TOKEN_STREAM)
         self._consumer.assign(tps)
