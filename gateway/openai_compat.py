@@ -27,6 +27,9 @@ from lotabots.settings import Settings
 OPENAI_PREFIXES = ("/v1/chat/", "/v1/models", "/v1/responses", "/v1/completions", "/v1/embeddings")
 BASE_MODEL = "smollm2-135m-instruct"  # inference.model_build.MODEL_NAME (not imported: it pulls onnx)
 CREATED = 1_733_011_200  # when these model ids were first served (2024-12-01), for `created`
+# The official SDKs retry 409, 5xx and timeouts by themselves; a retry of a call that did reach the
+# platform submits a second request (and bills it), so the refusals that are final say so.
+NO_RETRY = {"x-should-retry": "false"}
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "invalid_request_error", 405: "invalid_request_error", 409: "invalid_request_error",
@@ -133,7 +136,8 @@ def refuse_unattended(resource: dict[str, Any]) -> None:
                        "model is not invoked")
     if level in ("collaborator", "expert"):
         raise ApiError(409, "approval_required", f"the autonomy level {level} needs a human decision: request {rid} "
-                       f"waits in awaiting_approval (GET /v1/requests/{rid}, POST /v1/requests/{rid}/approve)")
+                       f"waits in awaiting_approval (GET /v1/requests/{rid}, POST /v1/requests/{rid}/approve)",
+                       headers=NO_RETRY)
 
 
 def unix(iso: str | None) -> int:
@@ -157,7 +161,7 @@ async def wait_settled(request: Request, who: Principal, resource: dict[str, Any
         left = deadline - time.monotonic()
         if left <= 0:
             raise ApiError(504, "timeout", f"request {resource['id']} did not finish in time; it goes on: "
-                           f"GET /v1/requests/{resource['id']}")
+                           f"GET /v1/requests/{resource['id']}", headers=NO_RETRY)
         resource = await wait_for_outcome(state.results_tail, lambda: service.get(who, rid),
                                           rid, min(left, 60.0))
     return resource
@@ -170,4 +174,4 @@ def failure_error(resource: dict[str, Any]) -> ApiError:
     message = error.get("message") or "the generation failed"
     if code in ("context_length_exceeded", "invalid_prompt", "empty_prompt", "invalid_request_message"):
         return ApiError(400, code, message, param="messages")
-    return ApiError(500, code, message)
+    return ApiError(500, code, message, headers=NO_RETRY)

@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     stream_buffer_linger_s: float = Field(default=120.0, ge=0,
                                           description="how long a finished request's chunks stay for replays")
     openai_wait_max_s: float = Field(default=600.0, gt=0,
-                                     description="how long a non-streaming chat completion waits for its result")
+                                     description="how long a non-streaming chat completion (or response) "
+                                                 "waits for its result")
 
     # auth service (docs/auth.md)
     auth_host: str = "127.0.0.1"

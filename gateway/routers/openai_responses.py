@@ -181,7 +181,7 @@ async def create_response(request: Request) -> JSONBytes | EventStreamResponse:
     if level == "no_ai" or (level in ("collaborator", "expert") and not body.background):
         refuse_unattended(resource)  # background mode may wait for the human: it polls anyway
     if body.stream:
-        return _stream(request, who, resource, body.model, -1, body.background)
+        return _stream(request, who, resource, body.model, -1, body.background, headers)
     if body.background:
         return JSONBytes(response_object(resource, body.model, background=True), headers=headers)
     resource = await wait_settled(request, who, resource)
@@ -218,10 +218,10 @@ async def cancel_response(response_id: str, request: Request) -> JSONBytes:
 
 
 def _stream(request: Request, who: Principal, resource: dict[str, Any], model: str, starting_after: int,
-            background: bool | None) -> EventStreamResponse:
+            background: bool | None, headers: dict[str, str] | None = None) -> EventStreamResponse:
     after = max(0, starting_after - LEAD)
     return EventStreamResponse(_events(output_items(request, who, resource, after), resource, model, starting_after,
-                                       background))
+                                       background), headers=headers)
 
 
 async def _events(items: AsyncIterator[list[StreamItem]], first: dict[str, Any], model: str, starting_after: int,
@@ -241,17 +241,20 @@ async def _events(items: AsyncIterator[list[StreamItem]], first: dict[str, Any],
         event("response.output_item.added", 2, output_index=0, item=_message(first, "in_progress", None)),
         event("response.content_part.added", 3, **where, part={"type": "output_text", "text": "", "annotations": []}),
     ])
+    last = LEAD - 1  # the sequence number of the last event this stream numbered
     async for batch in items:
         out = []
         for item in batch:
             if isinstance(item, Delta):
-                out.append(event("response.output_text.delta", LEAD + item.end, **where, delta=item.text, logprobs=[]))
+                last = LEAD + item.end
+                out.append(event("response.output_text.delta", last, **where, delta=item.text, logprobs=[]))
             elif isinstance(item, KeepAlive):
                 out.append(KEEPALIVE)
             elif isinstance(item, Restart):
-                out.append(sse_event(orjson.dumps({"type": "error", "sequence_number": None, **openai_error_body(
-                    409, "generation_restarted", "the generation was restarted on another worker and wrote "
-                    f"different text; GET /v1/responses/{first['id']} has it")["error"]}), "error"))
+                error = openai_error_body(409, "generation_restarted", "the generation was restarted on another "
+                                          f"worker and wrote different text; GET /v1/responses/{first['id']} has it")
+                out.append(sse_event(orjson.dumps({**error["error"], "type": "error", "sequence_number": last + 1}),
+                                     "error"))
                 yield b"".join(out)
                 return
             elif isinstance(item, Done):
