@@ -34,9 +34,29 @@ def _to_ms(value: str) -> float:
     return n / 1000 if unit == "us" else n if unit == "ms" else n * 1000 if unit == "s" else n * 60000
 
 
+def ensure_wrk() -> str:
+    """The `wrk` load generator: Debian's package (`apt-get install wrk`), installed here when run as root."""
+    import os
+    import shutil
+
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk (apt-get install wrk) ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("this bench needs wrk: `sudo apt-get install wrk` (Debian/Ubuntu) or `brew install wrk`")
+    return found
+
+
 def run_wrk(url: str, lua: Path, *, connections: int, seconds: int, threads: int = 1) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+        [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import REPO, run_wrk, tree_cpu_seconds, wait_http
+from _common import REPO, ensure_wrk, run_wrk, tree_cpu_seconds, wait_http
 
 BODY = '{"messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":16}'
 
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     args = ap.parse_args()
+    ensure_wrk()  # fail (or install it) before any service starts
 
     from gateway.tenants import create_tenant
     from lotabots.db import make_engine, migrate
