@@ -209,6 +209,10 @@ class RequestService:
             return row
         if status.terminal:
             raise ApiError(409, "request_already_finished", f"the request already ended {status.value}")
+        if status is RequestStatus.AWAITING_APPROVAL:
+            # the generation is over; what is left is a human's decision, recorded in the audit trail
+            raise ApiError(409, "request_awaiting_approval", f"request {row.id} waits for a human decision; "
+                           f"reject it with POST /v1/requests/{row.id}/reject")
         signal = ControlSignal(
             request_id=row.id, tenant_id=row.tenant_id, tier=row.tier, action=ControlAction.CANCEL,
             at=datetime.now(UTC),

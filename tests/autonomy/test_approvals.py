@@ -78,6 +78,9 @@ async def test_reject_cancels_and_never_runs_the_action(
     ep, _ = await endpoint(team, autonomy_receiver, "/reject")
     draft = await _draft(team, action={"type": "deliver_webhook", "endpoint_id": ep})
     rid = draft["id"]
+    r = await team.member.post(f"/v1/requests/{rid}/cancel")  # the decision is a reject, not a cancel
+    assert r.status_code == 409 and r.json()["error"]["code"] == "request_awaiting_approval", r.text
+    assert (await team.member.get(f"/v1/requests/{rid}")).json()["status"] == "awaiting_approval"
     r = await team.admin.post(f"/v1/requests/{rid}/reject", json={"comment": "not what I meant"})
     assert r.status_code == 200, r.text  # a tenant admin may decide a member's request
     assert r.json()["status"] == "canceled" and r.json()["autonomy"]["decision"]["kind"] == "rejected"
