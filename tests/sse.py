@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,23 @@ async def read_all(client: httpx.AsyncClient, method: str, url: str, **kw: Any) 
         assert response.status_code == 200, (await response.aread()).decode()
         assert response.headers["content-type"].startswith("text/event-stream")
         return [event async for event in events]
+
+
+async def first_token(client: httpx.AsyncClient, request_id: str, timeout: float = 120) -> SseEvent:
+    """The first `token` event of the request's native stream: the worker is generating it now (it has
+    produced text), which a `running` status or a sleep after it does not say."""
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            async with open_stream(client, "GET", f"/v1/requests/{request_id}/stream") as (response, events):
+                assert response.status_code == 200, (await response.aread()).decode()
+                async for event in events:
+                    seen.append(event.event)
+                    if event.event == "token":
+                        return event
+    except TimeoutError:
+        raise AssertionError(f"no token of {request_id} within {timeout}s; events seen: {seen}") from None
+    raise AssertionError(f"the stream of {request_id} ended before any token; events seen: {seen}")
 
 
 def data(event: SseEvent) -> Any:

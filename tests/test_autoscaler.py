@@ -163,7 +163,10 @@ async def test_burst_scales_up_to_the_partition_cap_and_back_with_each_request_d
                      lambda: f"workers seen {seen_workers[-50:]}\n{_diagnostics(stack, data_dir)}")
         final = _status(status_file)["tiers"][TIER]
 
-        # every request reached exactly one terminal state in the requests table, with the backend's text
+        # every request reached exactly one terminal state in the requests table, with the backend's text;
+        # no lag means the workers committed their outcomes, not that the result writer has stored them all
+        await _until(lambda: _poll_done(api, ids), 120, "not every request of the burst was stored terminal",
+                     lambda: stack.tail("results", 2000))
         rows = [(await api.get(f"/v1/requests/{rid}")).json() for rid in ids]
     assert [r["status"] for r in rows] == ["succeeded"] * len(ids), [r for r in rows if r["status"] != "succeeded"]
     assert {r["output"]["text"] for r in rows} == {simulated_reply(MAX_TOKENS)}

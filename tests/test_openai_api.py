@@ -59,7 +59,7 @@ async def test_chat_completion_returns_the_reference_greedy_text(client: AsyncOp
     assert completion.usage is not None
     assert completion.usage.prompt_tokens == len(case["input_ids"])
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
-    native = (await api.get(f"/v1/requests/{completion.id}")).json()  # the completion IS a request
+    native = await wait_terminal(api, completion.id)  # the completion IS a request (stored as the writer lands it)
     assert native["status"] == "succeeded" and native["output"]["text"] == case["output_text"]
     assert native["usage"]["completion_tokens"] == completion.usage.completion_tokens
     listed = (await api.get("/v1/requests", params={"limit": 10})).json()["data"]
@@ -206,7 +206,7 @@ async def test_autonomy_levels_that_need_a_human_or_no_ai_answer_documented_erro
     assert (await api.get(f"/v1/requests/{rid}")).json()["status"] in ("queued", "running", "awaiting_approval")
     assisted = await client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=48, temperature=0,
                                                     extra_body={"autonomy_level": "assisted"})
-    native = (await api.get(f"/v1/requests/{assisted.id}")).json()
+    native = await wait_terminal(api, assisted.id)
     assert native["autonomy"]["level"] == "assisted"
     assert assisted.choices[0].message.content == native["output"]["text"]
 
@@ -227,7 +227,7 @@ async def test_background_response_create_retrieve_completed(client: AsyncOpenAI
                                             temperature=0, max_output_tokens=24)
     assert created.status == "queued" and created.background is True
     done = await _until(client, created.id, {"completed", "incomplete", "failed"})
-    native = (await api.get(f"/v1/requests/{created.id}")).json()  # one id space
+    native = await wait_terminal(api, created.id)  # one id space
     assert native["status"] == "succeeded"
     assert done.output_text == native["output"]["text"]
     assert done.usage is not None and done.usage.output_tokens == native["usage"]["completion_tokens"]

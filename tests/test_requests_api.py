@@ -9,6 +9,8 @@ import uuid
 import httpx
 import pytest
 
+from tests.sse import first_token
+
 pytestmark = pytest.mark.integration
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -85,18 +87,18 @@ async def test_cancel_mid_generation_ends_canceled_with_partial_counts(api: http
         "max_tokens": 1000})
     rid = r.json()["id"]
     deadline = time.monotonic() + 120
-    while (await api.get(f"/v1/requests/{rid}")).json()["status"] != "running":
+    while (await api.get(f"/v1/requests/{rid}")).json()["status"] != "running":  # stored: the cancel sees it
         assert time.monotonic() < deadline, "never started"
         await asyncio.sleep(0.05)
-    await asyncio.sleep(1.0)  # let it generate some tokens
+    await first_token(api, rid)  # it has generated text (a sleep after `running` does not say so)
     c = await api.post(f"/v1/requests/{rid}/cancel")
     assert c.status_code == 202, c.text
     done = await wait_terminal(api, rid)
     assert done["status"] == "canceled"
     # the worker's canceled event carries what it had generated before stopping between steps
-    for _ in range(50):
-        if done["usage"] and done["usage"]["completion_tokens"]:
-            break
+    deadline = time.monotonic() + 60
+    while not (done["usage"] and done["usage"]["completion_tokens"]):
+        assert time.monotonic() < deadline, f"the canceled event's counts never landed: {done}"
         await asyncio.sleep(0.1)
         done = (await api.get(f"/v1/requests/{rid}")).json()
     assert 0 < done["usage"]["completion_tokens"] < 1000

@@ -3,6 +3,8 @@ another tenant's request and another member's request; the audit trail of who de
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +18,21 @@ async def _draft(team: Team, **body: Any) -> dict[str, Any]:
     accepted = await submit(team.member, **body)
     draft = await settle(team.member, accepted["id"], {"awaiting_approval", "failed", "succeeded"})
     assert draft["status"] == "awaiting_approval", draft
+    await _stored_awaiting(team, draft["id"])
     return draft
+
+
+async def _stored_awaiting(team: Team, request_id: str, timeout: float = 60) -> None:
+    """The long-poll answers `awaiting_approval` from the lifecycle event, possibly before the result writer
+    stored it; what the tests do next (a cancel, a plain GET) reads the stored row."""
+    deadline = time.monotonic() + timeout
+    stored: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        stored = (await team.member.get(f"/v1/requests/{request_id}")).json()
+        if stored["status"] == "awaiting_approval":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{request_id} never stored as awaiting_approval: {stored}")
 
 
 async def test_edit_makes_the_edited_text_final_and_the_audit_tells_who_and_when(
@@ -55,10 +71,13 @@ async def test_edit_makes_the_edited_text_final_and_the_audit_tells_who_and_when
         assert r.status_code == 200, r.text
         return list(r.json()["data"])
 
+    expected = ["level_resolved", "edited", "action_executed"]
+    deadline = time.monotonic() + 60
     entries = await audit()
-    while not any(e["event"] == "action_executed" for e in entries):  # the delivery log is written after the 2xx
+    while [e["event"] for e in entries] != expected:  # the delivery log is written after the 2xx
+        assert time.monotonic() < deadline, f"the audit never read {expected}: {entries}"
+        await asyncio.sleep(0.2)
         entries = await audit()
-    assert [e["event"] for e in entries] == ["level_resolved", "edited", "action_executed"]
     resolved, edited, executed = entries
     assert resolved["actor"] == team.member_key_id and resolved["level"] == "collaborator"
     assert resolved["detail"]["rule"]["scope"] == "tenant_default"

@@ -4,6 +4,7 @@ batches completed on assignment, poison to the DLQ."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -137,12 +138,17 @@ async def test_a_poison_billable_goes_to_the_dlq_and_the_sink_moves_on(sink_env)
     await run_sink_until(env, group, rows=1)
     assert counts(env) == (1, 1, 1)
     assert await committed(env, group) == offsets[-1] + 1
+    def ours(v: bytes) -> bool:
+        return env["topic"].encode() in v and b"invalid_billable_batch" in v and b'"source_offset":%d' % offsets[0] in v
+
     dlq = AIOKafkaConsumer("usage.dlq", bootstrap_servers=env["settings"].kafka_bootstrap,
                            auto_offset_reset="earliest", group_id=None)
     await dlq.start()
-    try:
-        letters = [r.value for batch in (await dlq.getmany(timeout_ms=5000)).values() for r in batch]
+    letters: list[bytes] = []
+    deadline = time.monotonic() + 60
+    try:  # until our letter is read, not one fetch: the shared topic holds other tests' letters before it
+        while not any(ours(v) for v in letters):
+            assert time.monotonic() < deadline, f"no letter of {env['topic']}@{offsets[0]} in {len(letters)} read"
+            letters += [r.value for batch in (await dlq.getmany(timeout_ms=1000)).values() for r in batch]
     finally:
         await dlq.stop()
-    assert any(env["topic"].encode() in v and b"invalid_billable_batch" in v and b'"source_offset":%d' % offsets[0] in v
-               for v in letters)

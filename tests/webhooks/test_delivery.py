@@ -6,6 +6,8 @@ The dispatcher runs a compressed retry schedule (tests/webhooks/conftest.py: ~0.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -60,8 +62,7 @@ async def test_succeeded_failed_and_canceled_events_arrive_signed(hook_api: http
         assert payload["data"]["status"] == payload["type"].removeprefix("request.")
         assert datetime.fromisoformat(payload["timestamp"]).tzinfo is not None
         # the payload is the request resource the poll endpoint returns (once the writer has caught up)
-        polled = await wait_until(lambda rid=item.request_id: _terminal(hook_api, rid))
-        assert _without_timings(payload["data"]) == _without_timings(polled)
+        await _stored_as(hook_api, item.request_id, _without_timings(payload["data"]))
         delivery = await _delivery(hook_api, item.webhook_id)
         assert delivery["request_id"] == item.request_id and delivery["endpoint_id"] == endpoint["id"]
     by_type = {r.event_type: r.json["data"] for r in got}
@@ -113,9 +114,18 @@ async def test_500_twice_then_200_gives_three_attempts_with_one_webhook_id_and_g
     assert failed_only.json()["data"] == []
 
 
-async def _terminal(api: httpx.AsyncClient, request_id: str) -> dict | None:
-    body = (await api.get(f"/v1/requests/{request_id}")).json()
-    return body if body["status"] in ("succeeded", "failed", "canceled") else None
+async def _stored_as(api: httpx.AsyncClient, request_id: str, expected: dict, timeout: float = 120) -> dict:
+    """Poll until the stored request equals `expected` (timings aside). A terminal status alone is not the
+    writer having caught up: a request canceled while queued is `canceled` at once (the gateway's own
+    write, no counts), and the worker's `canceled` event with its counts and text is stored after it."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = (await api.get(f"/v1/requests/{request_id}")).json()
+        if _without_timings(body) == expected:
+            return body
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{request_id} never stored as its webhook payload: polled {body}, payload {expected}")
 
 
 def _without_timings(resource: dict) -> dict:
