@@ -21,12 +21,15 @@ class DeadLetterStep:
         self.consumer_name = consumer_name
         self.count = 0
 
-    async def send(self, record: ConsumerRecord, error_code: str, error_message: str) -> None:
+    async def send(self, record: ConsumerRecord, error_code: str, error_message: str,
+                   payload: str | None = None) -> None:
+        """`payload` replaces the record's value in the letter (e.g. with its secrets redacted)."""
         raw = record.value or b""
+        text = payload if payload is not None else raw.decode(errors="replace")
         letter = DeadLetter(
             source_topic=record.topic, source_partition=record.partition, source_offset=record.offset,
             key=record.key.decode(errors="replace") if record.key else None,
-            payload=raw.decode(errors="replace")[:1_000_000], error_code=error_code,
+            payload=text[:1_000_000], error_code=error_code,
             error_message=error_message[:2000], consumer=self.consumer_name, at=datetime.now(UTC),
         )
         await self.producer.send_and_wait(self.topic, encode(letter))

@@ -35,6 +35,8 @@ GATEWAY_COMPONENTS = (
     "gateway.routers.webhooks",
     "gateway.routers.usage",
     "gateway.routers.autonomy",
+    "gateway.routers.console",  # the web console at / (docs/console.md)
+    "gateway.routers.dev_mailbox",  # development SMTP's mailbox, loopback only (docs/mailer.md)
 )
 
 
@@ -67,9 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer = make_producer(settings, client_id="gateway", linger_ms=settings.gateway_linger_ms,
                                  max_batch_size=512 * 1024)
         await producer.start()
-        api_keys = ApiKeyVerifier(engine)
         access_tokens = gateway_token_verifier(settings, engine)
         auth = await start_embedded_auth(app, settings, engine, producer) if settings.auth_embedded else None
+        # embedded auth: one key cache, so a revoke in this process takes effect at once (not after the TTL)
+        api_keys = auth.api_keys if auth is not None else ApiKeyVerifier(engine)
 
         app.state.settings = settings
         app.state.engine = engine

@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--host")
     auth.add_argument("--port", type=int)
     auth.set_defaults(func=_serve_auth)
+    dev_smtp = serve_sub.add_parser("dev-smtp", help="development SMTP server: stores every mail under "
+                                                     "<data_dir>/mail (what `lotabots up` runs without a relay)")
+    dev_smtp.add_argument("--host")
+    dev_smtp.add_argument("--port", type=int)
+    dev_smtp.set_defaults(func=_serve_dev_smtp)
     v2 = serve_sub.add_parser("v2-model", help="the chat model behind the KServe v2 / Triton text interface "
                                                "(docs/triton.md; needs kserve)")
     v2.add_argument("--port", type=int, help="HTTP/REST port (default from settings)")
@@ -69,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     res.set_defaults(func=_worker_results)
     hooks = worker_sub.add_parser("webhooks", help="delivers signed webhooks for lifecycle events, with retries")
     hooks.set_defaults(func=_worker_webhooks)
+    mailer = worker_sub.add_parser("mailer", help="sends the account mails of auth.events over SMTP (docs/mailer.md)")
+    mailer.set_defaults(func=_worker_mailer)
     ustream = worker_sub.add_parser("usage-stream", help="the Faust app: usage.events -> usage.billable, quota state")
     ustream.set_defaults(func=_worker_usage_stream)
 
@@ -152,6 +159,21 @@ def _worker_webhooks(args: argparse.Namespace) -> int:
 
     run_webhook_dispatcher(get_settings())
     return 0
+
+
+def _worker_mailer(args: argparse.Namespace) -> int:
+    from lotabots.runners import run_mailer
+
+    run_mailer(get_settings())
+    return 0
+
+
+def _serve_dev_smtp(args: argparse.Namespace) -> int:
+    from lotabots.dev_smtp import run_dev_smtp
+
+    settings = get_settings()
+    updates = {k: v for k, v in (("dev_smtp_host", args.host), ("dev_smtp_port", args.port)) if v}
+    return run_dev_smtp(settings.model_copy(update=updates) if updates else settings)
 
 
 def _serve_usage(args: argparse.Namespace) -> int:

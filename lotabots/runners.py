@@ -95,3 +95,20 @@ def run_webhook_dispatcher(settings: Settings) -> None:
             await engine.dispose()
 
     asyncio.run(main())
+
+
+def run_mailer(settings: Settings) -> None:
+    from consumers.mailer import Mailer
+    from lotabots.db import make_engine
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url, pool_size=max(2, settings.mailer_concurrency))
+        mailer = Mailer(settings, engine)
+        _on_signals(mailer.request_stop)
+        await _serve_health(settings, lambda: True)
+        try:
+            await mailer.run()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())

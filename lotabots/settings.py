@@ -82,6 +82,33 @@ class Settings(BaseSettings):
     auth_link_template: str = "{base_url}/account/{purpose}#token={token}"
     auth_log_email_links: bool = Field(default=False, description="development only: log verification/reset links")
 
+    # mailer: auth.events -> SMTP (docs/mailer.md; issue 13)
+    smtp_host: str = Field(default="", description="SMTP relay; empty = the development SMTP server (dev_smtp_*), "
+                                                   "which `lotabots up` starts")
+    smtp_port: int = Field(default=0, ge=0, le=65535, description="0 = 25 (none), 587 (starttls) or 465 (tls)")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        default="starttls", description="starttls = upgrade a plain connection (required); tls = implicit TLS "
+                                        "(SMTPS); ignored for the development server (always plain, loopback)")
+    smtp_username: str = Field(default="", description="SMTP AUTH user; empty = no AUTH")
+    smtp_password: SecretStr | None = None
+    smtp_validate_certs: bool = Field(default=True, description="verify the relay's certificate (tls, starttls)")
+    smtp_timeout_s: float = Field(default=30.0, gt=0, description="one SMTP command, connect included")
+    mail_from: str = Field(default="LotaBots <no-reply@lotabots.localhost>", description="From: of every mail")
+    mail_product_name: str = Field(default="LotaBots", description="the name the mails speak of")
+    mail_message_id_domain: str = Field(default="", description="right-hand side of Message-ID; empty = mail_from's domain")
+    mailer_group: str = Field(default="mailer", description="the mailer's consumer group on auth.events")
+    mailer_concurrency: int = Field(default=4, gt=0, description="SMTP connections the mailer keeps open")
+    mailer_max_in_flight: int = Field(default=256, gt=0, description="mails held (sending or waiting to retry)")
+    mailer_retry_initial_s: float = Field(default=1.0, gt=0, description="first back-off after a transient failure")
+    mailer_retry_max_s: float = Field(default=300.0, gt=0, description="back-off doubles up to this")
+    mailer_retry_jitter: float = Field(default=0.2, ge=0, lt=1, description="each back-off is scaled by 1 +/- this")
+    mailer_give_up_after_s: float = Field(
+        default=86400.0, gt=0, description="a mail failing transiently this long is dead-lettered")
+    dev_smtp_host: str = Field(default="127.0.0.1", description="development SMTP server: listen address")
+    dev_smtp_port: int = Field(default=8025, gt=0, le=65535, description="development SMTP server: port")
+    dev_mailbox: bool = Field(default=True, description="GET /v1/dev/mailbox (loopback callers only) while the "
+                                                       "development SMTP server is in use")
+
     # kafka client behaviour
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 2_000
@@ -203,6 +230,15 @@ class Settings(BaseSettings):
         if self.model_dir is None:
             self.model_dir = self.data_dir / "models"
         return self
+
+    @property
+    def smtp_is_dev(self) -> bool:
+        """No relay configured: mail goes to the development SMTP server, which stores it under data_dir."""
+        return not self.smtp_host
+
+    @property
+    def dev_mail_dir(self) -> Path:
+        return self.data_dir / "mail"
 
     @property
     def models_path(self) -> Path:

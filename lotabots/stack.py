@@ -2,7 +2,8 @@
 
 `up` starts the broker if needed, syncs topics, migrates the DB, builds the model if missing, then
 runs the gateway, the autoscaler (which keeps each tier's inference workers between the tier's bounds,
-scaling by consumer lag) and the result writer as child processes, restarting any that die. Ctrl-C (or SIGTERM) stops them in order: gateway first, then workers (which finish or
+scaling by consumer lag), the result writer, the webhook dispatcher, the usage pipeline, the mailer and (with
+no SMTP relay configured) the development SMTP server as child processes, restarting any that die. Ctrl-C (or SIGTERM) stops them in order: gateway first, then workers (which finish or
 hand back their in-flight generations), then the result writer, then the broker if `up` started it.
 """
 
@@ -88,8 +89,11 @@ def _ensure_demo_tenant(settings: Settings) -> dict[str, str]:
 def _children(settings: Settings) -> list[Child]:
     """Gateway, the autoscaler (which runs each tier's inference workers within its bounds, by lag),
     the result writer, the webhook dispatcher, the Faust usage stream and the usage service (which owns
-    ClickHouse). Metrics ports: 9101 autoscaler, 9102 results, 9103 webhooks, 9104 usage stream,
+    ClickHouse), the mailer, and the development SMTP server when no relay is configured (LOTABOTS_SMTP_HOST
+    empty). Metrics ports: 9101 autoscaler, 9102 results, 9103 webhooks, 9104 usage stream, 9105 mailer,
     9200+ inference workers; the usage service serves its own on LOTABOTS_USAGE_PORT."""
+    # last in the list: stopped after the mailer (which retries until it is up at start)
+    dev_smtp = [Child("dev-smtp", ["serve", "dev-smtp"])] if settings.smtp_is_dev else []
     return [
         Child("gateway", ["serve", "gateway"]),
         Child("autoscaler", ["autoscale"], {"LOTABOTS_METRICS_PORT": "9101",
@@ -98,7 +102,8 @@ def _children(settings: Settings) -> list[Child]:
         Child("webhooks", ["worker", "webhooks"], {"LOTABOTS_METRICS_PORT": "9103"}),
         Child("usage-stream", ["worker", "usage-stream"], {"LOTABOTS_METRICS_PORT": "9104"}),
         Child("usage", ["serve", "usage"]),
-    ]
+        Child("mailer", ["worker", "mailer"], {"LOTABOTS_METRICS_PORT": "9105"}),
+    ] + dev_smtp
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -155,7 +160,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             except httpx.HTTPError:
                 ready = False
             if ready:
-                print(_banner(url, demo["api_key"], log_dir), flush=True)
+                print(_banner(url, demo["api_key"], log_dir, settings), flush=True)
             elif time.monotonic() > deadline:
                 print(f"warning: gateway not ready after 120s; see {log_dir}/gateway.log", file=sys.stderr)
                 deadline = float("inf")
@@ -179,9 +184,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _banner(url: str, api_key: str, log_dir: Path) -> str:
+def _banner(url: str, api_key: str, log_dir: Path, settings: Settings) -> str:
+    mail = (f"development mailbox: {settings.dev_mail_dir} (.eml files; also GET {url}/v1/dev/mailbox)"
+            if settings.smtp_is_dev else f"mail goes to the SMTP relay {settings.smtp_host}")
     return f"""
 LotaBots is up at {url}   (logs: {log_dir})
+{mail}
 
   export LOTABOTS_API_KEY={api_key}
   curl -s -X POST {url}/v1/requests -H "Authorization: Bearer $LOTABOTS_API_KEY" \\

@@ -19,6 +19,8 @@ USAGE_QUOTA_STATE = "usage.quota-state"
 USAGE_DLQ = "usage.dlq"
 WEBHOOKS_DLQ = "webhooks.dlq"
 AUTH_EVENTS = "auth.events"
+# poison auth events and mails the relay refused for good; holds links like auth.events (same ACL)
+AUTH_EVENTS_DLQ = "auth.events.dlq"
 # generated text as it is decoded (DESIGN §4 "token stream"): short-lived, `results` stays the source of truth
 TOKEN_STREAM = "results.tokens"
 TOKEN_STREAM_RETENTION_MS = str(3600 * 1000)
@@ -76,6 +78,7 @@ def topic_catalogue(tiers: TierConfig) -> list[TopicSpec]:
         TopicSpec(USAGE_DLQ, "-", 1, "invalid usage events + error + source coordinates"),
         TopicSpec(WEBHOOKS_DLQ, "-", 1, "webhook events that exhausted retries"),
         TopicSpec(AUTH_EVENTS, "user id", 2, "auth events for mailers (password reset, ...)"),
+        TopicSpec(AUTH_EVENTS_DLQ, "-", 1, "auth events the mailer could not read or mail + error + source coordinates"),
     ]
     specs += [
         TopicSpec(webhook_retry_topic(i), "request id", 4, f"webhook retry stage {i} (delay {d}s)")

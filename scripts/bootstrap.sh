@@ -11,6 +11,9 @@ command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 if [ "$mode" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+  # the web console's browser tests (tests/console/): headless Chromium driven by Selenium
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

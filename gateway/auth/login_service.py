@@ -62,6 +62,16 @@ class LoginService:
         refresh = await self._sessions.start(user.id, user.tenant_id, client_address)
         return SignedIn(await self._issuer.issue(user.subject, refresh.session_id), refresh)
 
+    async def start_session(self, user_id: str, client_address: str) -> SignedIn | None:
+        """A session for a user who just proved control of their mailbox (a verification link followed in the
+        web console); None when the user may not sign in (disabled)."""
+        user = await self._users.by_id(user_id)
+        if user is None or not self._may_sign_in(user) or user.password_hash is None:
+            return None
+        LOGINS.labels("succeeded").inc()
+        refresh = await self._sessions.start(user.id, user.tenant_id, client_address)
+        return SignedIn(await self._issuer.issue(user.subject, refresh.session_id), refresh)
+
     async def refresh(self, refresh_token: str) -> SignedIn:
         try:
             refresh = await self._sessions.rotate(refresh_token)

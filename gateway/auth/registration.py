@@ -55,11 +55,13 @@ class RegistrationService:
             await self._events.emit_link(AuthEventType.EMAIL_VERIFICATION_REQUESTED, TokenPurpose.VERIFY_EMAIL,
                                          issued, user_id=user.id, tenant_id=user.tenant_id, email=email)
 
-    async def verify_email(self, token: str) -> None:
+    async def verify_email(self, token: str) -> str:
+        """Marks the address verified; returns the user id."""
         redeemed = await self._tokens.redeem(token, {TokenPurpose.VERIFY_EMAIL})
         if redeemed is None:
             raise invalid_token()
         await self._users.mark_email_verified(redeemed[0], self._clock())
+        return redeemed[0]
 
     async def _count_attempt(self, client_address: str) -> None:
         key = "register:" + client_address[:64]

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import schemas.auth_tables  # noqa: F401  (registers the auth tables on Base.metadata)
 import schemas.autonomy_tables  # noqa: F401  (registers the autonomy tables on Base.metadata)
+import schemas.mail_tables  # noqa: F401  (registers the mailer ledger on Base.metadata)
 import schemas.webhook_tables  # noqa: F401  (registers the webhook tables on Base.metadata)
 from schemas.relational import Base
 

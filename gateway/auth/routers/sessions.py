@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from gateway.auth.clock import utcnow
 from gateway.auth.deps import NO_STORE, ClientAddress, Services
+from gateway.auth.login_service import SignedIn
 from gateway.auth.models import LoginBody, RefreshBody, RegisterBody, TokenBody, token_response, user_resource
+from gateway.auth.refresh_cookie import clear_cookies, cookie_mode, cookie_mode_response, refresh_from_cookie
 from gateway.auth.refusals import user_not_found
 from gateway.responses import JSONBytes
 from gateway.security import Principal, authenticate, require_user_session
@@ -28,34 +30,54 @@ async def register(body: RegisterBody, services: Services, address: ClientAddres
     return JSONBytes(REGISTRATION_ACCEPTED, status_code=202)
 
 
+def _tokens(request: Request, signed_in: SignedIn) -> JSONBytes:
+    """The token response; in cookie mode (`LotaBots-Refresh-Cookie: 1`) the refresh token is a cookie."""
+    body = token_response(signed_in, utcnow())
+    if not cookie_mode(request):
+        return JSONBytes(body, headers=NO_STORE)
+    return cookie_mode_response(request, body, NO_STORE)
+
+
 @router.post("/verify-email", status_code=204)
-async def verify_email(body: TokenBody, services: Services) -> Response:
-    await services.registration.verify_email(body.token)
+async def verify_email(body: TokenBody, request: Request, services: Services, address: ClientAddress) -> Response:
+    """204; in cookie mode (the web console) a token response that signs the person in."""
+    user_id = await services.registration.verify_email(body.token)
+    if cookie_mode(request):
+        signed_in = await services.login.start_session(user_id, address)
+        if signed_in is not None:
+            return _tokens(request, signed_in)
     return Response(status_code=204)
 
 
 @router.post("/login")
-async def login(body: LoginBody, services: Services, address: ClientAddress) -> JSONBytes:
+async def login(body: LoginBody, request: Request, services: Services, address: ClientAddress) -> JSONBytes:
     signed_in = await services.login.login(body.email, body.password, address)
-    return JSONBytes(token_response(signed_in, utcnow()), headers=NO_STORE)
+    return _tokens(request, signed_in)
 
 
 @router.post("/refresh")
-async def refresh(body: RefreshBody, services: Services) -> JSONBytes:
-    signed_in = await services.login.refresh(body.refresh_token)
-    return JSONBytes(token_response(signed_in, utcnow()), headers=NO_STORE)
+async def refresh(request: Request, services: Services, body: RefreshBody | None = None) -> JSONBytes:
+    """`{refresh_token}`, or no body and the `lb_refresh` cookie with the `X-CSRF-Token` header (cookie mode)."""
+    token = body.refresh_token if body is not None else refresh_from_cookie(request)
+    signed_in = await services.login.refresh(token)
+    return _tokens(request, signed_in)
 
 
 @router.post("/logout", status_code=204)
-async def logout(services: Services, who: Annotated[Principal, Depends(require_user_session)]) -> Response:
+async def logout(request: Request, services: Services,
+                 who: Annotated[Principal, Depends(require_user_session)]) -> Response:
     await services.login.logout(who)
-    return Response(status_code=204)
+    response = Response(status_code=204)
+    clear_cookies(request, response)
+    return response
 
 
 @router.post("/logout-all")
-async def logout_everywhere(services: Services,
+async def logout_everywhere(request: Request, services: Services,
                             who: Annotated[Principal, Depends(require_user_session)]) -> JSONBytes:
-    return JSONBytes({"revoked_sessions": await services.login.logout_everywhere(who)})
+    response = JSONBytes({"revoked_sessions": await services.login.logout_everywhere(who)})
+    clear_cookies(request, response)
+    return response
 
 
 @router.get("/me")
