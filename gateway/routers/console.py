@@ -10,12 +10,13 @@ and refuses framing. The console talks to the public API only.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.errors import ApiError
@@ -25,7 +26,8 @@ ASSETS = STATIC / "assets"
 ASSET_PREFIX = "/console/assets"
 
 # The single-page app's paths: each answers index.html; the page script picks the view from the path.
-PAGES = ("/", "/signin", "/signup", "/account/verify-email", "/chat", "/keys", "/account")
+PAGES = ("/", "/signin", "/signup", "/account/verify-email", "/chat", "/keys", "/account",
+         "/usage", "/finance", "/webhooks", "/team")
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -40,7 +42,11 @@ SECURITY_HEADERS = {
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-         ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
+         ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon",
+         ".txt": "text/plain; charset=utf-8"}
+
+
+COMPRESSIBLE = (".js", ".css", ".svg", ".html", ".txt")
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,12 @@ class Bundle:
     version: str
     index: bytes
     files: dict[str, tuple[bytes, str]]  # name -> (bytes, content type)
+    gzipped: dict[str, bytes]  # name -> gzip of the bytes (text assets only; "" is index.html)
+
+
+def _gzip(data: bytes) -> bytes:
+    # mtime=0: the same bytes give the same gzip (reproducible, and ETag-free caching stays exact)
+    return gzip.compress(data, compresslevel=9, mtime=0)
 
 
 def load_bundle(static: Path = STATIC) -> Bundle:
@@ -62,7 +74,10 @@ def load_bundle(static: Path = STATIC) -> Bundle:
         files[name] = (data, kind)
     version = digest.hexdigest()[:16]
     index = (static / "index.html").read_bytes().replace(b"{{ASSETS}}", f"{ASSET_PREFIX}/{version}".encode())
-    return Bundle(version, index, files)
+    # compressed once per process, here, not per response (and no compression middleware on the API)
+    gzipped = {name: _gzip(data) for name, (data, _) in files.items() if name.endswith(COMPRESSIBLE)}
+    gzipped[""] = _gzip(index)
+    return Bundle(version, index, files, gzipped)
 
 
 _bundle: Bundle | None = None
@@ -78,9 +93,31 @@ def bundle() -> Bundle:
 router = APIRouter(include_in_schema=False)
 
 
-async def index() -> Response:
-    return Response(bundle().index, media_type="text/html; charset=utf-8",
-                    headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+def _accepts_gzip(request: Request) -> bool:
+    for part in request.headers.get("accept-encoding", "").lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() not in ("gzip", "*"):
+            continue
+        q = params.replace(" ", "").removeprefix("q=") if params.strip().startswith("q") else "1"
+        try:
+            return float(q) > 0
+        except ValueError:
+            return False
+    return False
+
+
+def _answer(request: Request, name: str, data: bytes, kind: str, headers: dict[str, str]) -> Response:
+    """The bytes, or their precomputed gzip when the client accepts it (`Vary: Accept-Encoding` either way)."""
+    headers = {**headers, "Vary": "Accept-Encoding"}
+    packed = bundle().gzipped.get(name)
+    if packed is not None and _accepts_gzip(request):
+        return Response(packed, media_type=kind, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(data, media_type=kind, headers=headers)
+
+
+async def index(request: Request) -> Response:
+    return _answer(request, "", bundle().index, "text/html; charset=utf-8",
+                   {**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
 
 for _page in PAGES:
@@ -88,11 +125,11 @@ for _page in PAGES:
 
 
 @router.get(ASSET_PREFIX + "/{version}/{name:path}")
-async def asset(version: str, name: str) -> Response:
+async def asset(version: str, name: str, request: Request) -> Response:
     current = bundle()
     found = current.files.get(name)
     if found is None or version != current.version:
         # an old version's URL is never answered with new bytes under an immutable cache header
         raise ApiError(404, "not_found", "no such console asset")
     data, kind = found
-    return Response(data, media_type=kind, headers={**SECURITY_HEADERS, "Cache-Control": IMMUTABLE})
+    return _answer(request, name, data, kind, {**SECURITY_HEADERS, "Cache-Control": IMMUTABLE})
