@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.responses import JSONBytes
@@ -54,6 +55,27 @@ def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+_DATABASE_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True for a lost or refused database connection (the server stopped, restarting, unreachable),
+    False for anything else, such as a constraint violation: those are bugs or bad input, never a 503."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return bool(exc.connection_invalidated)
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        # asyncpg raises the socket's own error when it cannot connect; only one raised from the
+        # database client's code is the database's (a webhook or usage-service call has its own handling)
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_globals.get("__name__", "").startswith(_DATABASE_MODULES):
+                return True
+            tb = tb.tb_next
+    return False
+
+
 def _openai_error(status: int, code: str, message: str, param: str | None = None,
                   headers: dict[str, str] | None = None) -> JSONBytes:
     """The same refusal in OpenAI's error body, on the OpenAI-compatible routes (docs/openai.md)."""
@@ -95,3 +117,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONBytes(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
+
+    async def _database(request: Request, exc: Exception) -> JSONBytes:
+        if not database_unavailable(exc):
+            raise exc  # a real fault: the server's 500 handler logs it
+        return _unavailable(request, "database_unavailable",
+                            "the database is unavailable; retry (a submit with the same Idempotency-Key)")
+
+    for kind in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DBAPIError,
+                 ConnectionError, TimeoutError):
+        app.add_exception_handler(kind, _database)
+
+    def _unavailable(request: Request, code: str, message: str) -> JSONBytes:
+        headers = {"Retry-After": "1"}
+        if is_openai_path(request.url.path):
+            return _openai_error(503, code, message, None, headers)
+        return JSONBytes(error_body(code, message), status_code=503, headers=headers)
