@@ -3,8 +3,12 @@
 import { accountView, signInView, signUpView, verifyView } from "./auth-views.js";
 import { chatView } from "./chat.js";
 import { errorBox, h, replace } from "./dom.js";
+import { financeView } from "./finance.js";
 import { keysView } from "./keys.js";
 import { currentUser, hasScope, onChange, refreshSession, signedIn } from "./session.js";
+import { teamView } from "./team.js";
+import { usageView } from "./usage.js";
+import { webhooksView } from "./webhooks.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -16,6 +20,10 @@ const ROUTES = {
   "/account/verify-email": [verifyView, "anyone"],
   "/chat": [chatView, () => hasScope("requests:read")],
   "/keys": [keysView, () => hasScope("admin")],
+  "/usage": [usageView, () => hasScope("usage:read")],
+  "/finance": [financeView, () => hasScope("billing:read")],
+  "/webhooks": [webhooksView, () => hasScope("requests:read")],
+  "/team": [teamView, () => hasScope("admin")],
   "/account": [accountView, () => true],
 };
 
@@ -23,6 +31,7 @@ function home() {
   if (!signedIn()) return "/signin";
   if (hasScope("requests:read")) return "/chat";
   if (hasScope("admin")) return "/keys";
+  if (hasScope("usage:read")) return "/usage";
   return "/account";
 }
 
@@ -43,6 +52,10 @@ function renderNav() {
   replace(nav,
     hasScope("requests:read") ? link("/chat", "Chat") : null,
     hasScope("admin") ? link("/keys", "API keys") : null,
+    hasScope("requests:read") ? link("/webhooks", "Webhooks") : null,
+    hasScope("usage:read") ? link("/usage", "Usage") : null,
+    hasScope("billing:read") ? link("/finance", "Finance SQL") : null,
+    hasScope("admin") ? link("/team", "Team") : null,
     link("/account", me && me.user ? me.user.email : "Account"));
 }
 
