@@ -78,7 +78,7 @@ export async function teamView(main) {
     } else {
       replace(invites, h("div", { class: "table-wrap" }, h("table", {},
         h("caption", { class: "sr-only" }, "Pending invitations"),
-        h("thead", {}, h("tr", {}, ["Email", "Role", "Invited", ""].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ["Email", "Role", "Invited", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, pending.map((u) => h("tr", { "data-user-id": u.id },
           h("td", {}, u.email), h("td", {}, u.role), h("td", {}, when(u.created_at)),
           h("td", {}, u.role === "owner" && !owner ? "—" : disable(u, "Revoke invitation", "Confirm revoke"))))))));
@@ -89,7 +89,7 @@ export async function teamView(main) {
     }
     replace(users, h("div", { class: "table-wrap" }, h("table", {},
       h("caption", { class: "sr-only" }, "Users"),
-      h("thead", {}, h("tr", {}, ["Email", "Role", "State", "Since", ""].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Email", "Role", "State", "Since", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, members.map((u) => h("tr", { "data-user-id": u.id, "data-active": String(u.active) },
         h("td", {}, u.email, u.id === myId ? h("span", { class: "muted" }, " (you)") : null),
         h("td", {}, roleControl(u)),
