@@ -93,7 +93,7 @@ def _sums(plotted: dict[str, Any]) -> tuple[int, int]:
 
 
 def _label(dim: str, value: str) -> str:
-    return value if value else ("(no model: admission)" if dim == "model" else "(none)")
+    return value if value else ("(no model: admission)" if dim == "model" else "(not recorded)")
 
 
 def test_usage_charts_plot_what_the_api_bills(browser: Any, stack: Any, mailbox: Mailbox, tmp_path: Path,

@@ -148,6 +148,9 @@ def test_webhook_endpoints_deliveries_and_replay_in_the_page(browser: Any, stack
     # replay: one more attempt, the same webhook-id, signed with the secret shown at creation
     _wait(browser).until(EC.element_to_be_clickable((By.CSS_SELECTOR, f"button[data-replay='{delivery_id}']"))).click()
     _wait(browser, 60).until(lambda d: _delivery(d, "succeeded", 4))
+    _wait(browser).until(lambda d: d.execute_script(  # the open attempt log follows the list
+        "return [...document.querySelectorAll('#attempt-log tbody tr')].map((r) => r.cells[2].textContent)")
+        == ["500", "500", "500", "200"])
     got = receiver.at(HOOK)
     assert len(got) == 4 and {g.webhook_id for g in got} == {delivery_id}
     event = verify_webhook(got[-1].headers, got[-1].body, secret)
@@ -169,6 +172,8 @@ def test_webhook_endpoints_deliveries_and_replay_in_the_page(browser: Any, stack
     _wait(browser).until(EC.text_to_be_present_in_element(
         (By.CSS_SELECTOR, f"tr[data-endpoint-id='{endpoint_id}'] .endpoint-state"), "enabled"))
     assert api.get(f"/v1/webhooks/endpoints/{endpoint_id}").json()["enabled"] is True
+    browser.find_element(By.XPATH, "//button[text()='Done, hide it']").click()  # no secret in the screenshot
+    _wait(browser).until(lambda d: not d.find_elements(By.ID, "new-secret"))
     page_shot(browser, tmp_path / "webhooks.png")
 
     # delete (two clicks)

@@ -72,7 +72,7 @@ export async function keysView(main) {
     }
     replace(list, h("div", { class: "table-wrap" }, h("table", {},
       h("caption", { class: "sr-only" }, "API keys"),
-      h("thead", {}, h("tr", {}, ["Name", "Key", "Scopes", "Created", "Last used", ""].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Name", "Key", "Scopes", "Created", "Last used", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, keys.map((k) => {
         const revoke = h("button", { type: "button", class: "danger", "data-revoke": k.id }, "Revoke");
         revoke.addEventListener("click", async () => {

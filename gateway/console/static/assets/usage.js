@@ -33,7 +33,7 @@ const fmt = (n) => Number(n).toLocaleString("en-US");
 
 function label(dim, value) {
   if (value === "" || value === null || value === undefined) {
-    return dim === "model" ? "(no model: admission)" : "(none)";
+    return dim === "model" ? "(no model: admission)" : "(not recorded)";
   }
   return String(value);
 }
@@ -60,7 +60,7 @@ function dataTable(caption, dim, s) {
   return h("div", { class: "table-wrap" }, h("table", { class: "data-table" },
     h("caption", {}, caption),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Day"),
-      s.keys.map((k) => h("th", { scope: "col" }, `${DIMENSIONS[dim]}: ${label(dim, k)}`)))),
+      s.keys.map((k) => h("th", { scope: "col", class: "num" }, `${DIMENSIONS[dim]}: ${label(dim, k)}`)))),
     h("tbody", {}, days.map(([t, i]) => h("tr", {}, h("th", { scope: "row" }, isoDay(new Date(t * 1000))),
       s.values.map((v) => h("td", { class: "num" }, fmt(v[i])))))),
     h("tfoot", {}, h("tr", {}, h("th", { scope: "row" }, "Total"), totals.map((v) => h("td", { class: "num" }, fmt(v)))))));
@@ -102,7 +102,7 @@ async function invoiceCard() {
     min: "2020-01" });
   const out = h("div", { id: "invoice", "aria-live": "polite" });
   const show = h("button", { type: "submit" }, "Show");
-  const form = h("form", { class: "row", id: "invoice-form" }, field("Month (UTC)", period), show);
+  const form = h("form", { class: "inline-form", id: "invoice-form" }, field("Month (UTC)", period), show);
   async function load() {
     replace(out, h("p", { class: "muted" }, "Loading…"));
     try {
@@ -113,7 +113,7 @@ async function invoiceCard() {
       }
       replace(out, h("div", { class: "table-wrap" }, h("table", { id: "invoice-lines" },
         h("caption", {}, `Invoice ${inv.period} (${inv.currency})`),
-        h("thead", {}, h("tr", {}, ["Tier", "Item", "Quantity", "Amount"].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ["Tier", "Item", "Quantity", "Amount"].map((t, i) => h("th", { scope: "col", class: i > 1 ? "num" : null }, t)))),
         h("tbody", {}, inv.lines.map((l) => h("tr", {}, h("td", {}, l.tier), h("td", {}, l.item),
           h("td", { class: "num" }, fmt(l.quantity)), h("td", { class: "num mono" }, l.amount)))),
         h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: "3" }, "Total"),

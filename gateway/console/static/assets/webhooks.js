@@ -138,7 +138,9 @@ export async function webhooksView(main) {
           })) : null)))))));
   }
 
+  let shown = null;  // the delivery whose attempts are open
   async function showDelivery(id) {
+    shown = id;
     replace(detail, h("p", { class: "muted" }, "Loading…"));
     try {
       const d = await get(`/v1/webhooks/deliveries/${encodeURIComponent(id)}`);
@@ -181,7 +183,10 @@ export async function webhooksView(main) {
       h("td", { class: "actions" },
         h("button", { type: "button", onclick: () => showDelivery(d.id) }, "Attempts"),
         writer ? h("button", { type: "button", "data-replay": d.id, disabled: d.status === "pending" || d.status === "retrying",
-          onclick: act(async () => { await post(`/v1/webhooks/deliveries/${encodeURIComponent(d.id)}/replay`, {}); await loadDeliveries(); }) },
+          onclick: act(async () => {
+            await post(`/v1/webhooks/deliveries/${encodeURIComponent(d.id)}/replay`, {});
+            await loadDeliveries();
+          }) },
         "Replay") : null)));
     const body = more ? deliveries.querySelector("tbody") : null;
     if (body) {
@@ -198,9 +203,10 @@ export async function webhooksView(main) {
     const old = deliveries.querySelector(".more");
     if (old) old.remove();
     if (cursor) deliveries.append(h("button", { type: "button", class: "more", onclick: () => loadDeliveries(true) }, "Load more"));
+    if (!more && shown && page.data.some((d) => d.id === shown)) await showDelivery(shown);  // its attempts, fresh
   }
 
-  const filters = h("form", { class: "row filters", id: "delivery-filters" },
+  const filters = h("form", { class: "inline-form", id: "delivery-filters" },
     field("Status", filterStatus), field("Endpoint", filterEndpoint),
     h("button", { type: "submit" }, "Filter"));
   filters.addEventListener("submit", (ev) => { ev.preventDefault(); loadDeliveries(); });
