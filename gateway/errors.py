@@ -55,6 +55,7 @@ def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+_UNAVAILABLE_STATES = {"57P01", "57P02", "57P03"}  # admin_shutdown, crash_shutdown, cannot_connect_now
 _DATABASE_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite")
 
 
@@ -64,7 +65,12 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
-        return bool(exc.connection_invalidated)
+        if exc.connection_invalidated:
+            return True
+        # refused at connect: the server is shutting down or starting (57P0x), or a connection exception (08)
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+        return isinstance(state, str) and (state.startswith("08") or state in _UNAVAILABLE_STATES)
     if isinstance(exc, (ConnectionError, TimeoutError)):
         # asyncpg raises the socket's own error when it cannot connect; only one raised from the
         # database client's code is the database's (a webhook or usage-service call has its own handling)
@@ -74,6 +80,13 @@ def database_unavailable(exc: BaseException) -> bool:
                 return True
             tb = tb.tb_next
     return False
+
+
+def database_unavailable_error() -> ApiError:
+    """The refusal for `database_unavailable(exc)`: a 503 the client retries (a submit with its key)."""
+    return ApiError(503, "database_unavailable",
+                    "the database is unavailable; retry (a submit with the same Idempotency-Key)",
+                    headers={"Retry-After": "1"})
 
 
 def _openai_error(status: int, code: str, message: str, param: str | None = None,
@@ -121,15 +134,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: Exception) -> JSONBytes:
         if not database_unavailable(exc):
             raise exc  # a real fault: the server's 500 handler logs it
-        return _unavailable(request, "database_unavailable",
-                            "the database is unavailable; retry (a submit with the same Idempotency-Key)")
+        return await _api_error(request, database_unavailable_error())
 
     for kind in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DBAPIError,
                  ConnectionError, TimeoutError):
         app.add_exception_handler(kind, _database)
-
-    def _unavailable(request: Request, code: str, message: str) -> JSONBytes:
-        headers = {"Retry-After": "1"}
-        if is_openai_path(request.url.path):
-            return _openai_error(503, code, message, None, headers)
-        return JSONBytes(error_body(code, message), status_code=503, headers=headers)

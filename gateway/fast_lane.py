@@ -18,7 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import ApiError, error_body, validation_problems
+from gateway.errors import (
+    ApiError,
+    database_unavailable,
+    database_unavailable_error,
+    error_body,
+    validation_problems,
+)
 from gateway.metrics import observe_request
 from gateway.responses import JSONBytes
 from gateway.routers.requests import submit_request
@@ -40,18 +46,24 @@ class SubmitFastLane:
         try:
             response = await submit_request(request)
         except ApiError as exc:
-            response = JSONBytes(error_body(exc.code, exc.message, **exc.details), status_code=exc.status,
-                                 headers=exc.headers)
+            response = _api_error(exc)
         except RequestValidationError as exc:
             response = JSONBytes(error_body("invalid_request", "the request body or parameters are invalid",
                                             problems=validation_problems(exc)), status_code=422)
-        except Exception:
-            log.exception("submit failed")
-            response = JSONBytes(error_body("internal_error", "internal error"), status_code=500)
+        except Exception as exc:
+            if database_unavailable(exc):
+                response = _api_error(database_unavailable_error())
+            else:
+                log.exception("submit failed")
+                response = JSONBytes(error_body("internal_error", "internal error"), status_code=500)
         await response(scope, receive, send)
         principal = (scope.get("state") or {}).get("principal")
         observe_request(ROUTE, "POST", response.status_code, getattr(principal, "tier", ""),
                         time.perf_counter() - start)
+
+
+def _api_error(exc: ApiError) -> JSONBytes:
+    return JSONBytes(error_body(exc.code, exc.message, **exc.details), status_code=exc.status, headers=exc.headers)
 
 
 def install_fast_lane(app: FastAPI) -> None:

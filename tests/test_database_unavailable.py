@@ -78,3 +78,17 @@ async def test_a_constraint_violation_is_not_an_outage(app_on_own_postgres) -> N
 def test_only_database_frames_make_a_connection_error_the_databases() -> None:
     assert not database_unavailable(ConnectionRefusedError("webhook target refused"))
     assert not database_unavailable(ValueError("x"))
+
+
+def test_a_server_that_is_shutting_down_or_starting_is_unavailable() -> None:
+    import asyncpg
+    from sqlalchemy.exc import DBAPIError
+
+    for cause in (asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+                  asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command")):
+        orig = RuntimeError("translated")
+        orig.__cause__ = cause
+        assert database_unavailable(DBAPIError("connect", None, orig))
+    orig = RuntimeError("translated")
+    orig.__cause__ = asyncpg.exceptions.UniqueViolationError("duplicate key")
+    assert not database_unavailable(DBAPIError("insert", None, orig))
