@@ -1,4 +1,4 @@
-"""A real Apache Kafka broker (KRaft, one node) run locally from the jars Maven Central serves.
+"""A real Apache Kafka broker (KRaft, one node), or a local cluster of them, run from the jars Maven Central serves.
 
 Layout under ``<data_dir>/kafka`` (see docs/kafka.md)::
 
@@ -8,6 +8,8 @@ Layout under ``<data_dir>/kafka`` (see docs/kafka.md)::
     broker/data/             log.dirs (topic partitions + the KRaft metadata log)
     broker/logs/             server.log, state-change.log (log4j2) and kafka.out (stdout/stderr)
     broker/broker.pid        the PID of the java process started by ``start()``
+    cluster/                 ``LocalCluster`` (``lotabots kafka up --brokers N``): cluster.json (size,
+                             ports, replication), cluster.id, and node-<id>/ laid out like broker/
 
 Only the process whose PID is in the PID file, and whose command line names this
 broker's server.properties, is ever signalled.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -29,6 +32,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,7 +213,9 @@ class LocalBroker:
     """One local KRaft broker+controller process, driven from Python.
 
     ``jar_dir`` and ``state_dir`` override where the classpath and the broker's state
-    live (tests share one jar cache and keep state in a temporary directory).
+    live (tests share one jar cache and keep state in a temporary directory). Alone it is
+    node 1 and the only voter; ``LocalCluster`` makes several, each with its ``node_id``,
+    its own ports and state dir, the same ``voters`` and the cluster's ``replication``.
     """
 
     def __init__(
@@ -219,11 +225,23 @@ class LocalBroker:
         jar_dir: Path | None = None,
         state_dir: Path | None = None,
         start_timeout: float = 120.0,
+        node_id: int = 1,
+        port: int | None = None,
+        controller_port: int | None = None,
+        voters: dict[int, int] | None = None,  # node id -> controller port, every voter of the quorum
+        replication: tuple[int, int] = (1, 1),  # (replication factor, min.insync.replicas) broker defaults
+        expected_brokers: int = 1,  # live brokers the metadata must list before the node counts as ready
+        jvm_opts: tuple[str, ...] = BROKER_JVM_OPTS,
     ) -> None:
         self.settings = settings
         self.version = settings.kafka_version
-        self.port = settings.kafka_port
-        self.controller_port = settings.kafka_controller_port
+        self.node_id = node_id
+        self.port = port if port is not None else settings.kafka_port
+        self.controller_port = controller_port if controller_port is not None else settings.kafka_controller_port
+        self.voters = dict(voters) if voters else {node_id: self.controller_port}
+        self.replication = replication
+        self.expected_brokers = expected_brokers
+        self.jvm_opts = jvm_opts
         root = Path(settings.data_dir) / "kafka"
         self.libs_dir = Path(jar_dir) if jar_dir else root / self.version / "libs"
         self.state_dir = Path(state_dir) if state_dir else root / "broker"
@@ -342,8 +360,9 @@ class LocalBroker:
 
     def render_config(self) -> Path:
         """Write server.properties from the template with this broker's ports and dirs."""
-        text = string.Template(SERVER_TEMPLATE.read_text()).substitute(
-            port=self.port, controller_port=self.controller_port, log_dirs=self.log_dir
+        text = render_properties(
+            node_id=self.node_id, port=self.port, controller_port=self.controller_port, log_dirs=self.log_dir,
+            voters=self.voters, replication=self.replication,
         )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.properties_file.write_text(text)
@@ -404,29 +423,31 @@ class LocalBroker:
 
     def _alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
+            return self._proc.poll() is None  # also reaps our child once it exited
         state = _proc_state(pid)
         return state is not None and state not in ("Z", "X")
 
     def ready(self) -> bool:
-        """Whether the broker answers a metadata request and lists itself as live."""
+        """Whether the broker answers a metadata request listing at least ``expected_brokers`` live brokers."""
         try:
             brokers, _ = probe_metadata("127.0.0.1", self.port)
         except (OSError, struct.error):
             return False
-        return brokers > 0
+        return brokers >= max(1, self.expected_brokers)
 
-    def start(self) -> int:
+    def start(self, *, wait: bool = True) -> int:
         """Prepare (jars, format) and start the broker in its own session; wait until it serves metadata.
 
-        Idempotent: returns the PID of an already running broker.
+        Idempotent: returns the PID of an already running broker. ``wait=False`` returns once the
+        process is launched (a cluster starts every node first: none is ready before a quorum runs).
         """
         java = self._java_or_raise()
         self.ensure_jars()
         self.format_storage()
         running = self.pid()
         if running is not None:
-            self._wait_ready(running)
+            if wait:
+                self._wait_ready(running)
             return running
         for port in (self.port, self.controller_port):
             if port_open("127.0.0.1", port):
@@ -436,7 +457,7 @@ class LocalBroker:
                 )
         props = self.render_config()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [java, *BROKER_JVM_OPTS, *self._log_opts(), "-cp", self._classpath(), MAIN_CLASS, str(props)]
+        cmd = [java, *self.jvm_opts, *self._log_opts(), "-cp", self._classpath(), MAIN_CLASS, str(props)]
         with open(self.out_file, "ab") as out:
             out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
             out.flush()
@@ -449,12 +470,32 @@ class LocalBroker:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
-        try:
-            self._wait_ready(self._proc.pid)
-        except BrokerError:
-            self.stop()
-            raise
+        if wait:
+            try:
+                self._wait_ready(self._proc.pid)
+            except BrokerError:
+                self.stop()
+                raise
         return self._proc.pid
+
+    def wait_ready(self) -> None:
+        """Wait until the running node serves metadata (BrokerError if it is not running or exits)."""
+        pid = self.pid()
+        if pid is None:
+            raise BrokerError(f"Kafka node {self.node_id} is not running; see {self.out_file}")
+        self._wait_ready(pid)
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> int:
+        """Send ``sig`` (SIGKILL: a crash) to this node's process and wait until it is gone; returns its PID."""
+        pid = self.pid()
+        if pid is None:
+            raise BrokerError(f"Kafka node {self.node_id} is not running (no live process in {self.pid_file})")
+        os.kill(pid, sig)
+        if not self._wait_exit(pid, timeout):
+            raise BrokerError(f"Kafka node {self.node_id} (pid {pid}) did not exit within {timeout:.0f}s of {sig}")
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
+        return pid
 
     def _wait_ready(self, pid: int) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -518,6 +559,282 @@ class LocalBroker:
             jar_count=len(self.jars()),
             formatted=self.formatted,
             log_file=self.server_log,
+            problems=problems,
+        )
+
+
+def render_properties(
+    *, node_id: int, port: int, controller_port: int, log_dirs: Path | str,
+    voters: dict[int, int], replication: tuple[int, int],
+) -> str:
+    """infra/kafka/server.properties.tmpl for one node (what ``LocalBroker.render_config`` writes)."""
+    factor, min_insync = replication
+    return string.Template(SERVER_TEMPLATE.read_text()).substitute(
+        node_id=node_id, port=port, controller_port=controller_port, log_dirs=log_dirs,
+        quorum_voters=",".join(f"{n}@127.0.0.1:{p}" for n, p in sorted(voters.items())),
+        replication_factor=factor, min_insync_replicas=min_insync,
+    )
+
+
+CLUSTER_JVM_OPTS: tuple[str, ...] = ("-Xms128m", *BROKER_JVM_OPTS[1:])  # -Xmx512m each, small at rest
+
+
+@dataclass
+class NodeStatus:
+    node_id: int
+    running: bool
+    ready: bool
+    pid: int | None
+    bootstrap: str
+    controller: str
+    log_file: Path
+
+
+@dataclass
+class ClusterStatus:
+    """What ``lotabots kafka status`` reports for a cluster started with ``kafka up --brokers N``."""
+
+    brokers: int
+    bootstrap: str
+    replication_factor: int
+    min_insync_replicas: int
+    version: str
+    data_dir: Path
+    nodes: list[NodeStatus]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return any(n.running for n in self.nodes)
+
+    @property
+    def ready(self) -> bool:
+        return all(n.running and n.ready for n in self.nodes)
+
+    def render(self) -> str:
+        live = sum(n.running for n in self.nodes)
+        lines = [
+            f"Kafka {self.version} (KRaft, {self.brokers} combined broker+controller nodes): {live} of "
+            f"{self.brokers} running",
+            f"  bootstrap   {self.bootstrap}",
+            f"  topics      replication factor {self.replication_factor}, min.insync.replicas "
+            f"{self.min_insync_replicas}",
+            f"  state       {self.data_dir}",
+        ]
+        for n in self.nodes:
+            state = (f"running, pid {n.pid}, " + ("serving metadata" if n.ready else "NOT serving all brokers yet")
+                     if n.running else "not running")
+            lines.append(f"  node {n.node_id}      {n.bootstrap} (controller {n.controller}): {state}; log {n.log_file}")
+        if self.problems:
+            lines.append("problems:")
+            lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class LocalCluster:
+    """A local KRaft cluster of ``brokers`` combined broker+controller nodes, each its own java process.
+
+    Every node has its own loopback ports, state dir (``<state_dir>/node-<id>``: server.properties, data/,
+    logs/, broker.pid) and PID; all are voters of one static controller quorum and share the jars and a
+    cluster id. The broker defaults (``default.replication.factor``, ``min.insync.replicas`` and the
+    internal topics') are ``replication`` (by default the tier config's ``[kafka]`` numbers capped by
+    ``brokers``: RF 3, min.insync 2 for three nodes). Ports are kept in ``cluster.json`` so a node restarts
+    on its own ports (the others know it by them) and the CLI finds the cluster again.
+
+    The API the tests and the chaos suite use: ``start()``, ``stop()``, ``kill(node_id)`` (SIGKILL),
+    ``stop_node(node_id)`` (SIGTERM), ``start_node(node_id)`` (same data dir, waits until it serves the
+    whole cluster's metadata), ``bootstrap`` (every node), ``node_bootstrap(node_id)``, ``running_nodes()``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        brokers: int = 3,
+        *,
+        jar_dir: Path | None = None,
+        state_dir: Path | None = None,
+        ports: dict[int, tuple[int, int]] | None = None,  # node id -> (broker port, controller port)
+        replication: tuple[int, int] | None = None,
+        start_timeout: float = 180.0,
+        jvm_opts: tuple[str, ...] = CLUSTER_JVM_OPTS,
+    ) -> None:
+        if brokers < 1:
+            raise BrokerError(f"a cluster has at least one node, not {brokers}")
+        self.settings = settings
+        self.version = settings.kafka_version
+        self.state_dir = Path(state_dir) if state_dir else Path(settings.data_dir) / "kafka" / "cluster"
+        saved = self._load_layout()
+        if saved is not None and saved["brokers"] != brokers:
+            raise BrokerError(
+                f"the cluster in {self.state_dir} has {saved['brokers']} nodes, not {brokers}; stop it and remove "
+                f"its state to change the size (`lotabots kafka down && rm -rf {self.state_dir}`: deletes all messages)"
+            )
+        if ports is None:
+            if saved is not None:
+                ports = {int(k): (v[0], v[1]) for k, v in saved["ports"].items()}
+            else:
+                ports = {i: (settings.kafka_port + 2 * (i - 1), settings.kafka_controller_port + 2 * (i - 1))
+                         for i in range(1, brokers + 1)}
+        used = [p for pair in ports.values() for p in pair]
+        if len(set(used)) != len(used) or sorted(ports) != list(range(1, brokers + 1)):
+            raise BrokerError(f"cluster ports must be distinct, one pair per node 1..{brokers}: {ports}")
+        if replication is None:
+            from lotabots.tiers import load_tier_config
+            from schemas.topics import replication as policy
+
+            rep = policy(load_tier_config(Path(settings.tiers_file)).kafka, brokers)
+            replication = (rep.factor, rep.min_insync)
+        self.brokers = brokers
+        self.ports = dict(sorted(ports.items()))
+        self.replication = replication
+        voters = {i: c for i, (_, c) in self.ports.items()}
+        self.nodes: dict[int, LocalBroker] = {
+            i: LocalBroker(
+                settings, jar_dir=jar_dir, state_dir=self.state_dir / f"node-{i}", start_timeout=start_timeout,
+                node_id=i, port=p, controller_port=c, voters=voters, replication=replication,
+                expected_brokers=brokers, jvm_opts=jvm_opts,
+            )
+            for i, (p, c) in self.ports.items()
+        }
+        self.libs_dir = self.nodes[1].libs_dir
+
+    # ---- layout --------------------------------------------------------------------------
+
+    @property
+    def layout_file(self) -> Path:
+        return self.state_dir / "cluster.json"
+
+    @property
+    def cluster_id_file(self) -> Path:
+        return self.state_dir / "cluster.id"
+
+    def _load_layout(self) -> dict | None:
+        try:
+            return json.loads(self.layout_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _save_layout(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        body = {"brokers": self.brokers, "ports": {str(i): list(p) for i, p in self.ports.items()},
+                "replication_factor": self.replication[0], "min_insync_replicas": self.replication[1]}
+        self.layout_file.write_text(json.dumps(body, indent=2) + "\n")
+
+    @classmethod
+    def existing(cls, settings: Settings, state_dir: Path | None = None) -> LocalCluster | None:
+        """The cluster a previous ``kafka up --brokers N`` laid out in this data dir, if any."""
+        root = Path(state_dir) if state_dir else Path(settings.data_dir) / "kafka" / "cluster"
+        try:
+            saved = json.loads((root / "cluster.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(settings, saved["brokers"], state_dir=root)
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, comma-separated (clients find the rest from any one)."""
+        return ",".join(n.bootstrap for n in self.nodes.values())
+
+    def node_bootstrap(self, node_id: int) -> str:
+        return self.nodes[node_id].bootstrap
+
+    def cluster_id(self) -> str:
+        if self.cluster_id_file.exists():
+            return self.cluster_id_file.read_text().strip()
+        cid = new_cluster_id()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cluster_id_file.write_text(cid + "\n")
+        return cid
+
+    @property
+    def formatted(self) -> bool:
+        return all(n.formatted for n in self.nodes.values())
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def ensure_jars(self) -> list[Path]:
+        return self.nodes[1].ensure_jars()
+
+    def format_storage(self) -> bool:
+        """Format every node's storage with the one cluster id (in parallel); False if all already were."""
+        self.ensure_jars()
+        self._save_layout()
+        cid = self.cluster_id()
+        todo = [n for n in self.nodes.values() if not n.formatted]
+        for n in todo:
+            n.state_dir.mkdir(parents=True, exist_ok=True)
+            n.cluster_id_file.write_text(cid + "\n")
+        with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+            list(pool.map(lambda n: n.format_storage(), todo))
+        return bool(todo)
+
+    def pids(self) -> dict[int, int | None]:
+        return {i: n.pid() for i, n in self.nodes.items()}
+
+    def running_nodes(self) -> list[int]:
+        return [i for i, pid in self.pids().items() if pid is not None]
+
+    def start(self) -> dict[int, int]:
+        """Start every node that is not running and wait until each serves metadata listing all of them.
+
+        Idempotent; on failure every node this call started is stopped again.
+        """
+        self.format_storage()
+        running = set(self.running_nodes())
+        for i, node in self.nodes.items():
+            if i in running:
+                continue
+            for port in (node.port, node.controller_port):
+                if port_open("127.0.0.1", port):
+                    raise BrokerError(
+                        f"127.0.0.1:{port} (node {i}) is already in use by another process; stop it or choose "
+                        "other ports (LOTABOTS_KAFKA_PORT / LOTABOTS_KAFKA_CONTROLLER_PORT: node i uses +2(i-1))"
+                    )
+        started: list[int] = []
+        try:
+            for i, node in self.nodes.items():
+                if i not in running:
+                    node.start(wait=False)
+                    started.append(i)
+            for node in self.nodes.values():
+                node.wait_ready()
+        except BrokerError:
+            for i in started:
+                self.nodes[i].stop()
+            raise
+        return {i: pid for i, pid in self.pids().items() if pid is not None}
+
+    def stop(self, timeout: float = 30.0) -> list[int]:
+        """SIGTERM every running node (all at once), wait, SIGKILL stragglers; returns the node ids stopped."""
+        ids = self.running_nodes()
+        with ThreadPoolExecutor(max_workers=max(1, len(ids))) as pool:
+            list(pool.map(lambda i: self.nodes[i].stop(timeout), ids))
+        return ids
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> int:
+        """Crash one node (SIGKILL by default) by its PID and wait until the process is gone; returns the PID."""
+        return self.nodes[node_id].kill(sig)
+
+    def stop_node(self, node_id: int, timeout: float = 30.0) -> bool:
+        """Stop one node cleanly (SIGTERM: it hands its leaderships over first)."""
+        return self.nodes[node_id].stop(timeout)
+
+    def start_node(self, node_id: int) -> int:
+        """Start one node again on its data dir and ports; returns once it serves metadata listing every node."""
+        return self.nodes[node_id].start()
+
+    def status(self) -> ClusterStatus:
+        problems = self.nodes[1].problems()
+        nodes = []
+        for i, n in self.nodes.items():
+            pid = n.pid()
+            nodes.append(NodeStatus(i, pid is not None, pid is not None and n.ready(), pid, n.bootstrap,
+                                    f"127.0.0.1:{n.controller_port}", n.server_log))
+            if pid is None and port_open("127.0.0.1", n.port):
+                problems.append(f"{n.bootstrap} (node {i}) is in use by a process this data dir did not start")
+        return ClusterStatus(
+            brokers=self.brokers, bootstrap=self.bootstrap, replication_factor=self.replication[0],
+            min_insync_replicas=self.replication[1], version=self.version, data_dir=self.state_dir, nodes=nodes,
             problems=problems,
         )
 

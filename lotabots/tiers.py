@@ -42,6 +42,21 @@ class TierK8s(_Frozen):
     pods: int = 10
 
 
+class KafkaReplication(_Frozen):
+    """How many copies of every partition a Kafka cluster keeps (the ``[kafka]`` table).
+
+    The catalogue (``schemas.topics.replication``) caps these by the cluster's broker count: one broker
+    gets replication factor 1 and ``min.insync.replicas`` 1; three or more get the numbers below. The
+    local cluster (``lotabots kafka up --brokers N``), ``lotabots kafka topics`` and the Strimzi rendering
+    all read them from here.
+    """
+
+    replication_factor: int = Field(default=3, gt=0)
+    min_insync_replicas: int = Field(default=2, gt=0)
+    # broker+controller nodes of the Strimzi KafkaNodePool (infra/k8s)
+    k8s_nodes: int = Field(default=3, gt=0)
+
+
 class TierPolicy(_Frozen):
     """Everything one tier is entitled to."""
 
@@ -68,6 +83,7 @@ class TierPolicy(_Frozen):
 
 class TierConfig(_Frozen):
     tiers: dict[str, TierPolicy]
+    kafka: KafkaReplication = KafkaReplication()
 
     def get(self, name: str) -> TierPolicy:
         return self.tiers[name]
@@ -86,7 +102,10 @@ def parse_tier_config(raw: dict) -> TierConfig:
         tiers[name] = policy
     if not tiers:
         raise ValueError("tier config defines no tiers")
-    return TierConfig(tiers=tiers)
+    kafka = KafkaReplication(**raw.get("kafka", {}))
+    if kafka.min_insync_replicas > kafka.replication_factor:
+        raise ValueError("kafka: min_insync_replicas > replication_factor (every acks=all produce would fail)")
+    return TierConfig(tiers=tiers, kafka=kafka)
 
 
 def load_tier_config(path: Path) -> TierConfig:

@@ -17,7 +17,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
 
-from schemas.topics import TopicSpec
+from lotabots.tiers import TierConfig
+from schemas.topics import TopicSpec, topic_catalogue
 
 # DescribeConfigs config_source: a per-topic override set with AlterConfigs / CreateTopics.
 DYNAMIC_TOPIC_CONFIG = 1
@@ -36,6 +37,8 @@ class TopicState:
     partitions: int
     configs: dict[str, str]  # every effective config value
     overrides: dict[str, str]  # the per-topic (dynamic) ones
+    replication_factor: int = 1  # the fewest replicas any of its partitions has
+    isr: dict[int, int] = field(default_factory=dict)  # partition -> in-sync replicas now
 
 
 @dataclass
@@ -47,6 +50,8 @@ class SyncReport:
     created: dict[str, int] = field(default_factory=dict)  # topic -> partitions
     partitions_added: dict[str, tuple[int, int]] = field(default_factory=dict)  # topic -> (old, new)
     partitions_refused: dict[str, tuple[int, int]] = field(default_factory=dict)  # topic -> (has, catalogue)
+    # topic -> (has, catalogue): never changed here (a partition reassignment moves data)
+    replication_short: dict[str, tuple[int, int]] = field(default_factory=dict)
     configs_altered: dict[str, dict[str, tuple[str | None, str]]] = field(default_factory=dict)
     unchanged: list[str] = field(default_factory=list)
 
@@ -66,6 +71,11 @@ class SyncReport:
         out += [
             f"WARNING {t} has {has} partitions, the catalogue says {want}: partitions are never removed"
             for t, (has, want) in self.partitions_refused.items()
+        ]
+        out += [
+            f"WARNING {t} has replication factor {has}, the catalogue says {want}: not changed here "
+            "(reassign its partitions with kafka-reassign-partitions, or recreate it)"
+            for t, (has, want) in self.replication_short.items()
         ]
         if not self.changed:
             out.append(f"nothing to do: {len(self.unchanged)} topics match the catalogue on {self.bootstrap}")
@@ -105,6 +115,8 @@ async def describe_topics(admin: AIOKafkaAdminClient, names: list[str]) -> dict[
     meta = await admin.describe_topics(present)
     _raise_errors("describe", meta, "topic")
     partitions = {t["topic"]: len(t["partitions"]) for t in meta}
+    replicas = {t["topic"]: min((len(p["replicas"]) for p in t["partitions"]), default=0) for t in meta}
+    isr = {t["topic"]: {p["partition"]: len(p["isr"]) for p in t["partitions"]} for t in meta}
     resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in present]
     states: dict[str, TopicState] = {}
     for response in await admin.describe_configs(resources):
@@ -122,6 +134,8 @@ async def describe_topics(admin: AIOKafkaAdminClient, names: list[str]) -> dict[
                     for c in entries
                     if c.get("config_source") == DYNAMIC_TOPIC_CONFIG
                 },
+                replication_factor=replicas[name],
+                isr=isr[name],
             )
     return states
 
@@ -136,7 +150,10 @@ async def sync_topics(
 ) -> SyncReport:
     """Create/grow/reconfigure topics on ``bootstrap`` so they match ``specs``.
 
-    ``replication_factor=None`` lets the broker's default.replication.factor decide.
+    New topics get each spec's ``replication_factor`` (``topic_catalogue(tiers, brokers)`` sets it from
+    the cluster size: ``catalogue_for(bootstrap)``); ``replication_factor`` overrides it for all, and
+    ``-1`` lets the broker's default.replication.factor decide. An existing topic with fewer replicas
+    than its spec is reported (``replication_short``), not changed.
     A second run with the same specs changes nothing (``report.changed`` is False).
     """
     report = SyncReport(bootstrap=bootstrap, dry_run=dry_run)
@@ -148,8 +165,9 @@ async def sync_topics(
         if missing and not dry_run:
             topics = []
             for s in missing:
-                topic = NewTopic(s.name, s.partitions, replication_factor or 1, topic_configs=dict(s.configs))
-                if replication_factor is None:
+                rf = replication_factor or s.replication_factor
+                topic = NewTopic(s.name, s.partitions, max(rf, 1), topic_configs=dict(s.configs))
+                if rf == -1:
                     topic.replication_factor = -1  # broker default (NewTopic's check refuses -1 up front)
                 topics.append(topic)
             resp = await admin.create_topics(topics, timeout_ms=int(timeout * 1000))
@@ -167,6 +185,9 @@ async def sync_topics(
                 report.partitions_added[s.name] = (state.partitions, s.partitions)
             elif s.partitions < state.partitions:
                 report.partitions_refused[s.name] = (state.partitions, s.partitions)
+            want_rf = replication_factor or s.replication_factor
+            if want_rf > state.replication_factor:
+                report.replication_short[s.name] = (state.replication_factor, want_rf)
             diff = {k: (state.configs.get(k), v) for k, v in s.configs.items() if state.configs.get(k) != v}
             if diff:
                 report.configs_altered[s.name] = diff
@@ -219,6 +240,42 @@ async def _until_visible(admin: AIOKafkaAdminClient, specs: list[TopicSpec], wit
             behind = [s.name for s in specs if not _matches(s, state.get(s.name))]
             raise TopicSyncError(f"changes to {behind} not visible on the broker after {within_s:.0f}s")
         await asyncio.sleep(0.1)
+
+
+async def live_brokers(bootstrap: str, request_timeout_ms: int = 10_000) -> list[int]:
+    """The node ids of the brokers the cluster's metadata lists as live (fenced ones are not)."""
+    admin = _admin(bootstrap, request_timeout_ms)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+    except KafkaConnectionError as e:
+        raise TopicSyncError(f"no Kafka broker answers on {bootstrap} (local one: `lotabots kafka up`): {e}") from e
+    finally:
+        await admin.close()
+    return sorted(b["node_id"] for b in cluster.get("brokers", []))
+
+
+async def catalogue_for(bootstrap: str, tiers: TierConfig, brokers: int | None = None) -> list[TopicSpec]:
+    """The catalogue sized for the cluster on ``bootstrap``: ``brokers`` if given, else its live broker count."""
+    if brokers is None:
+        brokers = len(await live_brokers(bootstrap)) or 1
+    return topic_catalogue(tiers, brokers)
+
+
+async def under_replicated(bootstrap: str, names: list[str]) -> dict[str, list[int]]:
+    """Topic -> partitions whose in-sync replicas are fewer than their replicas (empty: all in sync)."""
+    admin = _admin(bootstrap)
+    try:
+        await admin.start()
+        meta = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    out: dict[str, list[int]] = {}
+    for t in meta:
+        short = sorted(p["partition"] for p in t["partitions"] if len(p["isr"]) < len(p["replicas"]))
+        if short or t["error_code"]:
+            out[t["topic"]] = short
+    return out
 
 
 async def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from lotabots.tiers import TierConfig
+from lotabots.tiers import KafkaReplication, TierConfig
 
 # Webhook retry stages (Standard Webhooks schedule: 5s, 5m, 30m, 2h, 5h, 10h, 10h).
 WEBHOOK_RETRY_STAGES_S: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -35,14 +35,38 @@ def webhook_retry_topic(stage: int) -> str:
 
 
 @dataclass(frozen=True)
+class Replication:
+    """Copies per partition and how many must have a write before an acks=all produce succeeds."""
+
+    factor: int
+    min_insync: int
+
+
+def replication(policy: KafkaReplication, brokers: int) -> Replication:
+    """The replication a cluster of ``brokers`` gets: the tier config's ``[kafka]`` numbers, capped.
+
+    1 broker: RF 1, min.insync 1 (as before); 2: RF 2, min.insync 1 (one may fail); >= 3 (with the
+    default policy): RF 3, min.insync 2, so one broker can be lost without refusing writes and an
+    acknowledged record is on two brokers. Used for the local cluster's broker defaults, for topic
+    creation and for the Strimzi manifests alike.
+    """
+    if brokers < 1:
+        raise ValueError(f"a Kafka cluster has at least one broker, not {brokers}")
+    factor = min(policy.replication_factor, brokers)
+    min_insync = max(1, min(policy.min_insync_replicas, factor - 1 if factor > 1 else 1))
+    return Replication(factor=factor, min_insync=min_insync)
+
+
+@dataclass(frozen=True)
 class TopicSpec:
-    """One topic: its name, what its key is, how many partitions, and broker configs."""
+    """One topic: its name, what its key is, how many partitions, replicas, and broker configs."""
 
     name: str
     key: str
     partitions: int
     purpose: str
     configs: dict[str, str] = field(default_factory=dict)
+    replication_factor: int = 1
 
     @property
     def compacted(self) -> bool:
@@ -53,8 +77,12 @@ _COMPACT = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "se
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
 
 
-def topic_catalogue(tiers: TierConfig) -> list[TopicSpec]:
-    """All topics the platform uses, with partition counts from the tier config."""
+def topic_catalogue(tiers: TierConfig, brokers: int = 1) -> list[TopicSpec]:
+    """All topics the platform uses, with partition counts from the tier config.
+
+    ``brokers`` is the size of the cluster they are for: replication factor and ``min.insync.replicas``
+    (a per-topic config) follow ``replication(tiers.kafka, brokers)``.
+    """
     specs = [
         TopicSpec(
             request_topic(t.name),
@@ -84,4 +112,8 @@ def topic_catalogue(tiers: TierConfig) -> list[TopicSpec]:
         TopicSpec(webhook_retry_topic(i), "request id", 4, f"webhook retry stage {i} (delay {d}s)")
         for i, d in enumerate(WEBHOOK_RETRY_STAGES_S, start=1)
     ]
-    return specs
+    rep = replication(tiers.kafka, brokers)
+    return [
+        replace(s, replication_factor=rep.factor, configs={**s.configs, "min.insync.replicas": str(rep.min_insync)})
+        for s in specs
+    ]

@@ -23,7 +23,6 @@ from tests.services import (
     service_mode,
     service_source,
 )
-from tests.stack import REPO
 
 CONTAINERS = {"LOTABOTS_TEST_SERVICES": "containers"}
 
@@ -89,8 +88,12 @@ def test_kafka_container_advertises_the_address_clients_dial() -> None:
 
 
 def test_kafka_container_behaves_like_the_local_broker() -> None:
-    template = {}
-    for line in (REPO / "infra" / "kafka" / "server.properties.tmpl").read_text().splitlines():
+    from lotabots.broker import render_properties
+
+    template = {}  # infra/kafka/server.properties.tmpl as the single local broker renders it
+    rendered = render_properties(node_id=1, port=9092, controller_port=9093, log_dirs="/x", voters={1: 9093},
+                                 replication=(1, 1))
+    for line in rendered.splitlines():
         if line.strip() and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             template[key.strip()] = value.strip()
