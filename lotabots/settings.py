@@ -145,7 +145,8 @@ class Settings(BaseSettings):
     usage_stream_app_id: str = "lotabots-usage"
     usage_stream_store: str = Field(default="memory://", description="Faust table store (rocksdb:// in production)")
     usage_stream_dedupe_ttl_s: int = Field(default=8 * 86400, gt=0, description="> usage.events retention (replays)")
-    usage_stream_replication_factor: int = Field(default=1, gt=0, description="of Faust's changelog topics")
+    usage_stream_replication_factor: int | None = Field(
+        default=None, gt=0, description="of Faust's changelog topics; unset: the catalogue's for the live brokers")
     usage_stream_commit_interval_s: float = Field(default=1.0, gt=0)
     usage_stream_compression: Literal["lz4", "gzip", "none"] = Field(
         default="lz4", description="compression of what the Faust app produces (billable facts, changelogs): "

@@ -3,8 +3,13 @@
 ``build_usage_app`` wires one app per process (no module-level app: settings decide the broker and the
 store). Topics are the catalogue's (schemas/topics.py): Faust only consumes and produces them; the
 internal changelog topics of the tables are created by Faust with the same partition count as
-``usage.events`` (Faust requires tables to be co-partitioned with their source) and the configured
-replication factor (1 on the single local broker).
+``usage.events`` (Faust requires tables to be co-partitioned with their source) and the catalogue's
+replication (``schemas.topics.replication`` for the cluster's broker count: 1 on the single local broker,
+3 with ``min.insync.replicas`` 2 on a cluster of three), unless ``usage_stream_replication_factor`` is set.
+
+Faust's own producer is acks=all but not idempotent unless the app runs transactions; ``UsageApp`` makes it
+idempotent too, like every other producer of the platform (lotabots.kafka_io.make_producer): a retried
+produce after a leader change is never written twice.
 """
 
 from __future__ import annotations
@@ -13,11 +18,33 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from lotabots.settings import Settings
 from lotabots.tiers import TierConfig
-from schemas.topics import USAGE_BILLABLE, USAGE_DLQ, USAGE_EVENTS, USAGE_QUOTA_STATE, topic_catalogue
+from schemas.topics import (
+    USAGE_BILLABLE,
+    USAGE_DLQ,
+    USAGE_EVENTS,
+    USAGE_QUOTA_STATE,
+    replication,
+    topic_catalogue,
+)
 from streams.dedupe import SeenEvents
+
+
+class IdempotentProducer(faust_aiokafka.Producer):
+    """Faust's aiokafka producer with ``acks=all`` and idempotence always (Faust sets them only in transactions)."""
+
+    def _settings_extra(self) -> dict[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class UsageApp(faust.App):
+    """The usage stream's Faust app: the same app, with the idempotent producer."""
+
+    def _new_producer(self) -> IdempotentProducer:
+        return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
 
 @dataclass
@@ -43,10 +70,14 @@ class UsageStream:
     settings: Settings
 
 
-def build_usage_app(settings: Settings, tiers: TierConfig) -> UsageStream:
-    specs = {s.name: s for s in topic_catalogue(tiers)}
+def build_usage_app(settings: Settings, tiers: TierConfig, brokers: int = 1) -> UsageStream:
+    """``brokers``: the cluster's size, for the changelog topics' replication (streams/runner.py asks the cluster)."""
+    specs = {s.name: s for s in topic_catalogue(tiers, brokers)}
     partitions = specs[USAGE_EVENTS].partitions
-    app = faust.App(
+    rep = replication(tiers.kafka, brokers)
+    changelog_rf = settings.usage_stream_replication_factor or rep.factor
+    changelog_configs = {"min.insync.replicas": str(min(rep.min_insync, max(1, changelog_rf - 1)))}
+    app = UsageApp(
         settings.usage_stream_app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",")],
         store=settings.usage_stream_store,
@@ -55,7 +86,7 @@ def build_usage_app(settings: Settings, tiers: TierConfig) -> UsageStream:
         value_serializer="raw",
         processing_guarantee="at_least_once",
         topic_partitions=partitions,
-        topic_replication_factor=settings.usage_stream_replication_factor,
+        topic_replication_factor=changelog_rf,
         topic_disable_leader=True,
         table_standby_replicas=0,
         web_enabled=False,
@@ -68,7 +99,7 @@ def build_usage_app(settings: Settings, tiers: TierConfig) -> UsageStream:
         # changelog records (one per new event id) are many and small: fewer, fuller produce requests
         producer_linger_ms=50,
         producer_max_batch_size=1024 * 1024,
-        producer_acks=-1,
+        producer_acks=-1,  # and idempotent: UsageApp
         producer_compression_type=None if settings.usage_stream_compression == "none" else settings.usage_stream_compression,
         worker_redirect_stdouts=False,
     )
@@ -79,10 +110,10 @@ def build_usage_app(settings: Settings, tiers: TierConfig) -> UsageStream:
         dlq=app.topic(USAGE_DLQ, partitions=specs[USAGE_DLQ].partitions, internal=False),
     )
     # event id -> [first seen epoch s, partition]; tombstoned after the TTL (streams/dedupe.py)
-    seen_table = app.Table("usage-seen", partitions=partitions, key_type=str,
+    seen_table = app.Table("usage-seen", partitions=partitions, key_type=str, extra_topic_configs=changelog_configs,
                            help="usage event ids already billed")
     # tenant id -> {state: QuotaState JSON, partition, offset: last folded usage.events offset}
-    quota_table = app.Table("usage-quota", partitions=partitions, key_type=str,
+    quota_table = app.Table("usage-quota", partitions=partitions, key_type=str, extra_topic_configs=changelog_configs,
                             help="per-tenant day/month counters")
     stream = UsageStream(app, topics, SeenEvents(seen_table, settings.usage_stream_dedupe_ttl_s), seen_table,
                          quota_table, tiers, settings)

@@ -22,7 +22,14 @@ def run_usage_stream(settings: Settings) -> int:
     from streams.app import build_usage_app
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust's table stores live here
-    stream = build_usage_app(settings, get_tier_config())
+    brokers = 1
+    if not settings.usage_stream_replication_factor:  # the changelogs replicate like the catalogue's topics
+        import asyncio
+
+        from lotabots.topic_admin import live_brokers
+
+        brokers = len(asyncio.run(live_brokers(settings.kafka_bootstrap))) or 1
+    stream = build_usage_app(settings, get_tier_config(), brokers)
     app = stream.app
 
     @app.task
