@@ -28,7 +28,7 @@ import yaml
 
 from lotabots import cli_k8s, k8s_render
 from lotabots.tiers import TierConfig, load_tier_config, parse_tier_config
-from schemas.topics import topic_catalogue
+from schemas.topics import replication, topic_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "infra" / "k8s"
@@ -394,17 +394,19 @@ def test_kafka_topics_match_the_catalogue(build: str) -> None:
     docs = built(build)
     kafka = _one(docs, "Kafka", "lotabots")
     topics = {t["spec"]["topicName"]: t for t in _of_kind(docs, "KafkaTopic")}
-    catalogue = {s.name: s for s in topic_catalogue(_tiers())}
-    assert set(topics) == set(catalogue)
     brokers = sum(
         p["spec"]["replicas"] for p in _of_kind(docs, "KafkaNodePool") if "broker" in p["spec"]["roles"]
     )
+    # the catalogue sized for this build's node pool: the numbers `lotabots kafka topics` uses for that many brokers
+    catalogue = {s.name: s for s in topic_catalogue(_tiers(), brokers)}
+    assert set(topics) == set(catalogue)
     for name, spec in catalogue.items():
         topic = topics[name]
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
         assert topic["metadata"]["namespace"] == kafka["metadata"]["namespace"]
         assert topic["spec"]["partitions"] == spec.partitions
         assert topic["spec"]["config"] == spec.configs
+        assert topic["spec"]["replicas"] == spec.replication_factor
         assert 1 <= topic["spec"]["replicas"] <= brokers
     assert topics["requests.control"]["spec"]["config"]["cleanup.policy"] == "compact"
     assert topics["usage.quota-state"]["spec"]["config"]["cleanup.policy"] == "compact"
@@ -434,6 +436,11 @@ def test_kafka_runs_in_kraft_mode_on_node_pools(build: str) -> None:
     ):
         assert config[key] <= brokers, key
     assert config["min.insync.replicas"] <= config["default.replication.factor"]
+    # the broker defaults are the catalogue's replication for this many brokers (tier config [kafka])
+    rep = replication(_tiers().kafka, brokers)
+    assert config["default.replication.factor"] == config["offsets.topic.replication.factor"] == rep.factor
+    assert config["transaction.state.log.replication.factor"] == rep.factor
+    assert config["min.insync.replicas"] == config["transaction.state.log.min.isr"] == rep.min_insync
     # KEDA reads consumer-group lag from the brokers: its namespace must get through.
     plain = next(listener for listener in kafka["spec"]["kafka"]["listeners"] if listener["port"] == 9092)
     peers = [p.get("namespaceSelector", {}).get("matchLabels", {}) for p in plain["networkPolicyPeers"]]
@@ -715,3 +722,29 @@ def test_docker_compose_runs_kraft_kafka_and_publishes_only_the_gateway_on_loopb
 def test_dockerignore_keeps_state_and_tooling_out_of_the_build_context() -> None:
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".git", ".venv", ".data", "tests", ".env"} <= ignored
+
+
+def test_the_base_and_prod_kafka_replicate_three_times_with_two_in_sync() -> None:
+    """Three nodes (the tier config's [kafka] k8s_nodes): RF 3, min.insync.replicas 2 everywhere; dev runs one."""
+    kafka_conf = _tiers().kafka
+    assert (kafka_conf.k8s_nodes, kafka_conf.replication_factor, kafka_conf.min_insync_replicas) == (3, 3, 2)
+    for build, (nodes, rf, min_insync) in {"base": (3, 3, 2), "prod": (3, 3, 2), "dev": (1, 1, 1)}.items():
+        docs = built(build)
+        (pool,) = _of_kind(docs, "KafkaNodePool")
+        assert pool["spec"]["replicas"] == nodes, build
+        config = _one(docs, "Kafka", "lotabots")["spec"]["kafka"]["config"]
+        assert (config["default.replication.factor"], config["min.insync.replicas"]) == (rf, min_insync), build
+        for topic in _of_kind(docs, "KafkaTopic"):
+            assert topic["spec"]["replicas"] == rf, (build, topic["spec"]["topicName"])
+            assert topic["spec"]["config"]["min.insync.replicas"] == str(min_insync), (build, topic["spec"]["topicName"])
+
+
+def test_kafka_replication_follows_the_tier_config(tmp_path: Path) -> None:
+    """A [kafka] table with five nodes and RF 3 / min.insync 2 renders a pool of five and the same topic numbers."""
+    raw = tomllib.loads(TIERS_FILE.read_text())
+    raw["kafka"] = {"replication_factor": 3, "min_insync_replicas": 2, "k8s_nodes": 5}
+    files = k8s_render.render(parse_tier_config(raw), TIERS_FILE.read_text())
+    docs = [d for d in yaml.safe_load_all(files["kafka-cluster.yaml"]) if d]
+    assert _of_kind(docs, "KafkaNodePool")[0]["spec"]["replicas"] == 5
+    topics = [d for d in yaml.safe_load_all(files["kafka-topics.yaml"]) if d]
+    assert {(t["spec"]["replicas"], t["spec"]["config"]["min.insync.replicas"]) for t in topics} == {(3, "2")}
