@@ -156,6 +156,22 @@ def test_a_member_cannot_reach_admin_or_finance_pages(browser: Any, stack: Any, 
                                              timeout=30).json()["role"] == "finance")
     _until(browser, lambda d: Select(_row(d, "user-list", member).find_element(
         By.CSS_SELECTOR, "select[data-role-of]")).first_selected_option.text == "finance")
+
+    # as finance: usage (with the invoice) and finance SQL, no chat, keys, webhooks or team
+    _sign_out(browser)
+    _sign_in(browser, member)
+    _wait(browser).until(EC.presence_of_element_located((By.ID, "usage-totals")))  # finance's home is /usage
+    nav = {a.get_attribute("pathname") for a in browser.find_elements(By.CSS_SELECTOR, "#nav a")}
+    assert nav == {"/usage", "/finance", "/account"}, nav
+    _wait(browser, 60).until(EC.presence_of_element_located((By.ID, "invoice-form")))
+    for path in ("/chat", "/keys", "/team", "/webhooks"):
+        browser.get(f"{stack.gateway_url}{path}")
+        _signed_in_as(browser, member)
+        _wait(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "main .error-code"), "insufficient_role"))
+    _no_console_errors(browser)
+    _sign_out(browser)
+    _sign_in(browser, owner)
+    browser.find_element(By.CSS_SELECTOR, "#nav a[href='/team']").click()
     disable = _row(browser, "user-list", member).find_element(By.CSS_SELECTOR, "button[data-disable]")
     disable.click()
     assert disable.text == "Confirm disable"  # two clicks: no accidental disabling
