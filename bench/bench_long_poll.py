@@ -61,7 +61,7 @@ async def scenario(base: str, tenant_id: str, key: str, bootstrap: str, n: int, 
 
         waiters = [asyncio.create_task((long_poll if mode == "long-poll" else poll)(rid)) for rid in ids]
         await asyncio.sleep(1.0)  # let every client park
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
             for rid in ids:

@@ -152,7 +152,7 @@ async def _produce_burst(bootstrap: str, run: str, n: int, tokens: int) -> tuple
 
     from schemas.events import ChatMessage, GenerationParams, InferenceRequest
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     ids: set[str] = set()
     try:

@@ -198,7 +198,7 @@ async def fan_out(base: str, keys: list[str], bootstrap: str, gateway_pid: int, 
         readers = [asyncio.create_task(reader(rid, auth[i])) for i, rid in enumerate(ids)]
         await asyncio.wait_for(all_open.wait(), 120)
         await asyncio.sleep(1.0)  # every stream parked on its text
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
         await producer.start()
         partitions = len(await producer.partitions_for(TOKEN_STREAM))
         by_partition: dict[int, list[str]] = {}

@@ -821,7 +821,15 @@ class LocalCluster:
 
     def start_node(self, node_id: int) -> int:
         """Start one node again on its data dir and ports; returns once it serves metadata listing every node."""
-        return self.nodes[node_id].start()
+        return self.start_nodes(node_id)[node_id]
+
+    def start_nodes(self, *node_ids: int) -> dict[int, int]:
+        """Start several stopped nodes at once (after two are down, neither can be ready without the other:
+        the quorum needs them); returns once each serves metadata listing every node."""
+        pids = {i: self.nodes[i].start(wait=False) for i in node_ids}
+        for i in node_ids:
+            self.nodes[i].wait_ready()
+        return pids
 
     def status(self) -> ClusterStatus:
         problems = self.nodes[1].problems()

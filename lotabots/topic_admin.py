@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
+from aiokafka.protocol.metadata import MetadataRequest
 
 from lotabots.tiers import TierConfig
 from schemas.topics import TopicSpec, topic_catalogue
@@ -23,6 +24,7 @@ from schemas.topics import TopicSpec, topic_catalogue
 # DescribeConfigs config_source: a per-topic override set with AlterConfigs / CreateTopics.
 DYNAMIC_TOPIC_CONFIG = 1
 TOPIC_ALREADY_EXISTS = 36
+UNKNOWN_TOPIC_OR_PARTITION = 3
 
 
 class TopicSyncError(RuntimeError):
@@ -113,7 +115,13 @@ async def describe_topics(admin: AIOKafkaAdminClient, names: list[str]) -> dict[
     if not present:
         return {}
     meta = await admin.describe_topics(present)
+    # On a cluster each request may reach another broker, whose metadata may not have a topic created a
+    # moment ago yet: unknown there counts as not there (yet), like a topic missing from list_topics.
+    meta = [t for t in meta if t["error_code"] != UNKNOWN_TOPIC_OR_PARTITION]
     _raise_errors("describe", meta, "topic")
+    present = [t["topic"] for t in meta]
+    if not present:
+        return {}
     partitions = {t["topic"]: len(t["partitions"]) for t in meta}
     replicas = {t["topic"]: min((len(p["replicas"]) for p in t["partitions"]), default=0) for t in meta}
     isr = {t["topic"]: {p["partition"]: len(p["isr"]) for p in t["partitions"]} for t in meta}
@@ -121,8 +129,9 @@ async def describe_topics(admin: AIOKafkaAdminClient, names: list[str]) -> dict[
     states: dict[str, TopicState] = {}
     for response in await admin.describe_configs(resources):
         obj = response.to_object()
-        _raise_errors("describe configs of", obj["resources"], "resource_name")
-        for res in obj["resources"]:
+        found = [r for r in obj["resources"] if r["error_code"] != UNKNOWN_TOPIC_OR_PARTITION]
+        _raise_errors("describe configs of", found, "resource_name")
+        for res in found:
             entries = res["config_entries"]
             name = res["resource_name"]
             states[name] = TopicState(
@@ -234,12 +243,32 @@ async def _until_visible(admin: AIOKafkaAdminClient, specs: list[TopicSpec], wit
     deadline = time.monotonic() + within_s
     while True:
         state = await describe_topics(admin, [s.name for s in specs])
-        if all(_matches(s, state.get(s.name)) for s in specs):
+        if all(_matches(s, state.get(s.name)) for s in specs) and await _on_every_broker(admin, specs):
             return
         if time.monotonic() >= deadline:
             behind = [s.name for s in specs if not _matches(s, state.get(s.name))]
             raise TopicSyncError(f"changes to {behind} not visible on the broker after {within_s:.0f}s")
         await asyncio.sleep(0.1)
+
+
+async def _on_every_broker(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> bool:
+    """Whether each live broker's own metadata has every topic with its partitions (on a cluster, clients
+    ask any broker: returning when one knows would let the next request reach one that does not yet)."""
+    client = admin._client  # the admin API routes each request to some broker; this asks each one
+    nodes = [b.nodeId for b in client.cluster.brokers()]
+    if len(nodes) <= 1:
+        return True
+    want = {s.name: s.partitions for s in specs}
+    for node in nodes:
+        try:
+            response = await client.send(node, MetadataRequest(list(want)))
+        except KafkaError:
+            return False
+        got = {t["topic"]: t for t in response.to_object()["topics"]}
+        if any(name not in got or got[name]["error_code"] or len(got[name]["partitions"]) < n
+               for name, n in want.items()):
+            return False
+    return True
 
 
 async def live_brokers(bootstrap: str, request_timeout_ms: int = 10_000) -> list[int]:

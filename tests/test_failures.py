@@ -82,7 +82,7 @@ async def test_sigkill_result_writer_state_still_converges(api: httpx.AsyncClien
 async def test_malformed_message_is_dead_lettered_and_the_worker_carries_on(
     api: httpx.AsyncClient, stack, kafka,  # type: ignore[no-untyped-def]
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         await producer.send_and_wait("requests.pro", b"\xff this is not json", key=b"poison-1")

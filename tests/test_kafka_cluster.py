@@ -1,0 +1,311 @@
+"""A real 3-node KRaft cluster (tests/kafka_cluster.py) losing brokers: replication, acks=all, idempotence.
+
+The cluster is this module's own (three java processes on free ports, state in a temporary directory),
+never the suite's single broker, so nothing else feels the kills. Every wait is for an exact state (the
+metadata lists exactly these brokers, these replicas are in sync, the consumer has seen these records);
+the timeouts are hang guards, not speed assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import NotEnoughReplicasError
+
+from lotabots.broker import LocalCluster
+from lotabots.kafka_io import make_consumer, make_producer
+from lotabots.settings import Settings
+from lotabots.tiers import get_tier_config
+from lotabots.topic_admin import catalogue_for, describe_topics, sync_topics
+from schemas.topics import TopicSpec, replication, topic_catalogue
+from tests.kafka_cluster import kafka_cluster_service, wait_in_sync, wait_live_brokers
+
+REPO = Path(__file__).resolve().parent.parent
+GUARD_S = 180  # hang guard for one wait on the cluster
+
+
+# --------------------------------------------------------------------------- no cluster needed
+
+
+def test_one_broker_keeps_rf1_and_three_get_rf3_min_insync_2() -> None:
+    tiers = get_tier_config()
+    assert [(replication(tiers.kafka, n).factor, replication(tiers.kafka, n).min_insync) for n in (1, 2, 3, 5)] == [
+        (1, 1), (2, 1), (3, 2), (3, 2)]
+    for brokers, (rf, min_insync) in {1: (1, "1"), 3: (3, "2")}.items():
+        specs = topic_catalogue(tiers, brokers)
+        assert {(s.replication_factor, s.configs["min.insync.replicas"]) for s in specs} == {(rf, min_insync)}
+    assert topic_catalogue(tiers) == topic_catalogue(tiers, 1)  # the default is the single broker, as before
+
+
+_PRODUCER_CALL = re.compile(r"AIOKafkaProducer\(")
+
+
+def _calls(text: str) -> list[str]:
+    """The argument text of every ``AIOKafkaProducer(...)`` call in ``text``."""
+    out = []
+    for m in _PRODUCER_CALL.finditer(text):
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        out.append(text[m.end() : i - 1])
+    return out
+
+
+def test_every_producer_in_the_code_base_is_idempotent_with_acks_all() -> None:
+    found = {}
+    for folder in ("gateway", "consumers", "streams", "lotabots", "inference", "bench", "tests"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if path == Path(__file__).resolve():  # its probe below is a plain acks=all producer on purpose
+                continue
+            for call in _calls(path.read_text()):
+                if "**" in call:  # Faust's driver passes its settings through; UsageApp checked below
+                    continue
+                found[f"{path.relative_to(REPO)}: {' '.join(call.split())[:80]}"] = (
+                    'acks="all"' in call and "enable_idempotence=True" in call)
+    assert "lotabots/kafka_io.py: " in "".join(found)  # make_producer, which every platform process uses
+    assert [k for k, ok in found.items() if not ok] == []
+
+
+async def test_make_producer_and_the_faust_producer_are_idempotent() -> None:
+    from streams.app import build_usage_app
+
+    producer = make_producer(Settings(), client_id="test-settings")
+    stream = build_usage_app(Settings(), get_tier_config(), brokers=3)
+    faust_producer = stream.app.producer._new_producer()
+    try:
+        for p in (producer, faust_producer):
+            assert p._txn_manager is not None, "idempotence on"  # aiokafka keeps producer id and sequences there
+            assert p._sender._acks == -1  # acks=all
+    finally:
+        for p in (producer, faust_producer):
+            await p.stop()  # never started: only closes the client
+    assert stream.app.conf.topic_replication_factor == 3  # the changelogs replicate like the catalogue
+    assert stream.seen_table.extra_topic_configs == {"min.insync.replicas": "2"}
+
+
+# --------------------------------------------------------------------------- on a real 3-node cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with kafka_cluster_service(tmp_path_factory.mktemp("kafka-cluster"), brokers=3) as c:
+        yield c
+
+
+@pytest.fixture
+async def healed(cluster: LocalCluster):  # type: ignore[no-untyped-def]
+    """The cluster with all three nodes up; whatever a test stopped is started again afterwards."""
+    yield cluster
+    down = [i for i in cluster.nodes if i not in cluster.running_nodes()]
+    if down:
+        await asyncio.to_thread(cluster.start_nodes, *down)
+    await wait_live_brokers(cluster, set(cluster.nodes))
+
+
+async def _topic(cluster: LocalCluster, partitions: int) -> str:
+    name = f"cluster.test-{uuid.uuid4().hex[:8]}"
+    spec = TopicSpec(name, "-", partitions, "test", {"min.insync.replicas": "2"}, replication_factor=3)
+    await sync_topics(cluster.bootstrap, [spec])
+    return name
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[dict]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (meta,) = await admin.describe_topics([topic])
+        return sorted(meta["partitions"], key=lambda p: p["partition"])
+    finally:
+        await admin.close()
+
+
+async def _read_all(bootstrap: str, topic: str) -> list[bytes]:
+    """Every record of ``topic`` from the beginning, read by a fresh consumer (no group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not tps:
+            tps = [TopicPartition(topic, p["partition"]) for p in await _partitions(bootstrap, topic)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        out: list[bytes] = []
+        async with asyncio.timeout(GUARD_S):
+            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    out += [r.value for r in records]
+        return out
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.integration
+async def test_catalogue_topics_get_three_replicas_and_two_in_sync(healed: LocalCluster) -> None:
+    cluster = healed
+    tiers = get_tier_config()
+    specs = await catalogue_for(cluster.bootstrap, tiers)  # sized from the live brokers in the metadata
+    assert {(s.replication_factor, s.configs["min.insync.replicas"]) for s in specs} == {(3, "2")}
+    report = await sync_topics(cluster.bootstrap, specs)
+    assert set(report.created) == {s.name for s in specs}
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    await admin.start()
+    try:
+        state = await describe_topics(admin, [s.name for s in specs])
+    finally:
+        await admin.close()
+    for spec in specs:
+        topic = state[spec.name]
+        assert topic.partitions == spec.partitions
+        assert topic.replication_factor == 3, spec.name
+        assert topic.configs["min.insync.replicas"] == "2", spec.name
+        assert topic.overrides["min.insync.replicas"] == "2", spec.name  # the catalogue's, not only a default
+    again = await sync_topics(cluster.bootstrap, await catalogue_for(cluster.bootstrap, tiers))
+    assert not again.changed and not again.replication_short
+    # a topic no one sized (Faust's changelogs, the offsets topic) gets the same from the broker defaults
+    name = f"cluster.default-{uuid.uuid4().hex[:8]}"
+    await sync_topics(cluster.bootstrap, [TopicSpec(name, "-", 2, "test")], replication_factor=-1)
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    await admin.start()
+    try:
+        (topic,) = (await describe_topics(admin, [name])).values()
+    finally:
+        await admin.close()
+    assert (topic.replication_factor, topic.configs["min.insync.replicas"]) == (3, "2")
+
+
+@pytest.mark.integration
+async def test_no_acknowledged_record_is_lost_while_a_broker_is_killed_and_restarted(healed: LocalCluster) -> None:
+    cluster = healed
+    topic = await _topic(cluster, partitions=6)
+    settings = Settings(kafka_bootstrap=cluster.bootstrap)
+    producer = make_producer(settings, client_id="test-cluster-producer")
+    consumer = make_consumer(settings, topic, group_id=f"test-cluster-{uuid.uuid4().hex[:8]}",
+                             client_id="test-cluster-consumer")
+    await producer.start()
+    await consumer.start()
+    acked: list[bytes] = []
+    failed: list[BaseException] = []
+    seen: set[bytes] = set()
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        i = 0
+        while not stop.is_set():
+            batch = [f"r-{i + j:07d}".encode() for j in range(20)]
+            i += len(batch)
+            futures = [await producer.send(topic, value=v, key=v) for v in batch]
+            for v, result in zip(batch, await asyncio.gather(*futures, return_exceptions=True), strict=True):
+                if isinstance(result, BaseException):
+                    failed.append(result)
+                else:
+                    acked.append(v)
+
+    async def consume() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                seen.update(r.value for r in records)
+            if batch:
+                with contextlib.suppress(Exception):  # a commit during the coordinator's move may fail: retried next batch
+                    await consumer.commit()
+
+    async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+        async with asyncio.timeout(GUARD_S):
+            while not condition():
+                if failed:
+                    raise AssertionError(f"a produce failed while waiting for {what}: {failed[0]!r}")
+                await asyncio.sleep(0.05)
+
+    producing = asyncio.create_task(produce())
+    consuming = asyncio.create_task(consume())
+    try:
+        await until(lambda: len(acked) >= 300, "the first 300 acks")
+        victim = (await _partitions(cluster.bootstrap, topic))[0]["leader"]  # a partition leader dies
+        cluster.kill(victim)
+        at_kill = len(acked)
+        others = set(cluster.nodes) - {victim}
+        await wait_live_brokers(cluster, others)  # fenced: its partitions have new leaders
+        at_fenced = len(acked)
+        await until(lambda: len(acked) >= at_fenced + 300, "300 acks with a broker down")
+        await asyncio.to_thread(cluster.start_node, victim)  # same data dir: it catches up from the leaders
+        await wait_in_sync(cluster, [topic])
+        at_back = len(acked)
+        await until(lambda: len(acked) >= at_back + 300, "300 acks after the restart")
+        stop.set()
+        await producing
+        acked_set = set(acked)
+        await until(lambda: acked_set <= seen, "the consumer to see every acknowledged record")
+    finally:
+        stop.set()
+        consuming.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await consuming
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await producing
+        await consumer.stop()
+        await producer.stop()
+
+    assert failed == []  # idempotent producers never give up on a batch: they retry until a leader takes it
+    assert at_fenced >= at_kill and len(acked) > at_back > at_fenced
+    assert len(acked_set) == len(acked)
+    assert seen == acked_set  # the consumer saw exactly what was acknowledged, across the leader change
+    log = await _read_all(cluster.bootstrap, topic)
+    assert sorted(log) == sorted(acked)  # each acknowledged record is in the log exactly once: no loss, no duplicate
+
+
+@pytest.mark.integration
+async def test_with_two_brokers_down_an_acks_all_produce_is_refused_not_acknowledged(healed: LocalCluster) -> None:
+    cluster = healed
+    topic = await _topic(cluster, partitions=1)
+    settings = Settings(kafka_bootstrap=cluster.bootstrap)
+    producer = make_producer(settings, client_id="test-cluster-held")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"first", partition=0)
+        survivor = (await _partitions(cluster.bootstrap, topic))[0]["leader"]
+        crashed, stopped = sorted(set(cluster.nodes) - {survivor})
+        cluster.kill(crashed)  # SIGKILL: fenced after the session timeout, dropped from the ISR
+        await wait_live_brokers(cluster, {survivor, stopped})
+        await _until_isr(cluster, topic, {survivor, stopped})
+        # SIGTERM: a controlled shutdown leaves the ISR while the quorum (survivor + it) still commits that;
+        # then the quorum is gone too, and the survivor is the only in-sync replica left.
+        await asyncio.to_thread(cluster.stop_node, stopped)
+        await _until_isr(cluster, topic, {survivor})
+
+        held = await producer.send(topic, b"held", partition=0)  # idempotent: retried, never given up
+        probe = AIOKafkaProducer(bootstrap_servers=cluster.node_bootstrap(survivor), acks="all",
+                                 request_timeout_ms=3000, retry_backoff_ms=200)  # gives up: shows the refusal
+        await probe.start()
+        try:
+            with pytest.raises(NotEnoughReplicasError):
+                await probe.send_and_wait(topic, b"refused", partition=0)
+        finally:
+            await probe.stop()
+        assert not held.done()  # the broker refused it as well: nothing acknowledged with one replica
+
+        await asyncio.to_thread(cluster.start_nodes, crashed, stopped)
+        async with asyncio.timeout(GUARD_S):
+            await held  # taken once min.insync.replicas are back
+        await wait_in_sync(cluster, [topic])
+    finally:
+        await producer.stop()
+    assert await _read_all(cluster.bootstrap, topic) == [b"first", b"held"]  # the refused record was never written
+
+
+async def _until_isr(cluster: LocalCluster, topic: str, isr: set[int]) -> None:
+    async with asyncio.timeout(GUARD_S):
+        while True:
+            with contextlib.suppress(Exception):
+                bootstrap = ",".join(cluster.node_bootstrap(i) for i in cluster.running_nodes())
+                if set((await _partitions(bootstrap, topic))[0]["isr"]) == isr:
+                    return
+            await asyncio.sleep(0.2)
