@@ -172,6 +172,16 @@ def test_a_member_cannot_reach_admin_or_finance_pages(browser: Any, stack: Any, 
     _sign_out(browser)
     _sign_in(browser, owner)
     browser.find_element(By.CSS_SELECTOR, "#nav a[href='/team']").click()
+    # an admin-forced reset: two clicks; the password stops working, the user stays a user (not an invitation)
+    reset = _row(browser, "user-list", member).find_element(By.CSS_SELECTOR, "button[data-force-reset]")
+    reset.click()
+    assert reset.text == "Confirm reset"
+    reset.click()
+    _until(browser, lambda d: _row(d, "user-list", member).find_element(By.CLASS_NAME, "user-state").text
+           == "password reset pending")
+    assert httpx.get(f"{stack.gateway_url}/v1/users/{user_id}", headers=o, timeout=30).json()["password_set"] is False
+    r = httpx.post(f"{stack.gateway_url}/v1/auth/login", json={"email": member, "password": PASSWORD}, timeout=30)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_credentials"
     disable = _row(browser, "user-list", member).find_element(By.CSS_SELECTOR, "button[data-disable]")
     disable.click()
     assert disable.text == "Confirm disable"  # two clicks: no accidental disabling

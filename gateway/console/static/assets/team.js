@@ -52,6 +52,17 @@ export async function teamView(main) {
     return b;
   }
 
+  // admin-forced reset: the password stops working at once, sessions end, a reset link is mailed
+  function forceReset(u) {
+    if (!u.password_set) return null;
+    const b = h("button", { type: "button", "data-force-reset": u.id }, "Force password reset");
+    b.addEventListener("click", () => {
+      if (b.dataset.confirm !== "1") { b.dataset.confirm = "1"; b.textContent = "Confirm reset"; return; }
+      act(() => post(`/v1/users/${encodeURIComponent(u.id)}/password-reset`, {}))();
+    });
+    return b;
+  }
+
   function roleControl(u) {
     if (u.id === myId || !u.active || (u.role === "owner" && !owner)) return u.role;
     const select = h("select", { "aria-label": `Role of ${u.email}`, "data-role-of": u.id },
@@ -71,8 +82,10 @@ export async function teamView(main) {
       replace(invites);
       return;
     }
-    const pending = all.filter((u) => u.active && !u.password_set);
-    const members = all.filter((u) => !(u.active && !u.password_set));
+    // an invitation: no password yet and the address never verified (a forced reset keeps the verified address)
+    const invited = (u) => u.active && !u.password_set && !u.email_verified;
+    const pending = all.filter(invited);
+    const members = all.filter((u) => !invited(u));
     if (!pending.length) {
       replace(invites, emptyState("No pending invitations."));
     } else {
@@ -93,9 +106,11 @@ export async function teamView(main) {
       h("tbody", {}, members.map((u) => h("tr", { "data-user-id": u.id, "data-active": String(u.active) },
         h("td", {}, u.email, u.id === myId ? h("span", { class: "muted" }, " (you)") : null),
         h("td", {}, roleControl(u)),
-        h("td", { class: "user-state" }, u.active ? (u.email_verified ? "active" : "active, email not verified") : "disabled"),
+        h("td", { class: "user-state" }, !u.active ? "disabled" : !u.password_set ? "password reset pending"
+          : u.email_verified ? "active" : "active, email not verified"),
         h("td", {}, when(u.created_at)),
-        h("td", {}, u.active && u.id !== myId && (u.role !== "owner" || owner) ? disable(u, "Disable", "Confirm disable") : "—")))))));
+        h("td", {}, u.active && u.id !== myId && (u.role !== "owner" || owner)
+          ? h("div", { class: "actions" }, forceReset(u), disable(u, "Disable", "Confirm disable")) : "—")))))));
   }
 
   replace(main, h("section", { class: "team" }, h("h1", {}, "Team"), status, form,
