@@ -27,7 +27,11 @@ ASSET_PREFIX = "/console/assets"
 
 # The single-page app's paths: each answers index.html; the page script picks the view from the path.
 PAGES = ("/", "/signin", "/signup", "/account/verify-email", "/chat", "/keys", "/account",
-         "/usage", "/finance", "/webhooks", "/team")
+         "/usage", "/finance", "/webhooks", "/team",
+         "/requests", "/approvals", "/autonomy",
+         "/account/forgot-password", "/account/reset-password", "/account/accept-invitation")
+# Page paths with a parameter (also index.html; kept out of PAGES, whose paths are concrete).
+PAGE_PATTERNS = ("/requests/{request_id}",)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -120,7 +124,7 @@ async def index(request: Request) -> Response:
                    {**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
 
-for _page in PAGES:
+for _page in PAGES + PAGE_PATTERNS:
     router.add_api_route(_page, index, methods=["GET"], include_in_schema=False)
 
 

@@ -14,8 +14,13 @@ export async function errorFrom(res) {
   let body = null;
   try { body = await res.json(); } catch { /* not JSON */ }
   const e = body && body.error ? body.error : {};
-  return new ApiError(res.status, e.code || `http_${res.status}`, e.message || res.statusText || "request failed",
+  const err = new ApiError(res.status, e.code || `http_${res.status}`, e.message || res.statusText || "request failed",
     e.details);
+  // lockout and throttling: when to try again (the body's retry_after_s, else the Retry-After header)
+  const header = Number.parseInt(res.headers.get("Retry-After") || "", 10);
+  const seconds = Number(err.details.retry_after_s) || (Number.isFinite(header) ? header : 0);
+  if (seconds > 0) err.retryAfter = seconds;
+  return err;
 }
 
 // fetch with the bearer token; answers the Response (for streams) after one refresh-and-retry on 401.
@@ -31,7 +36,9 @@ export async function raw(path, options = {}, retry = true) {
     if (err && err.name === "AbortError") throw err;
     throw new ApiError(0, "network_error", "the gateway could not be reached");
   }
-  if (res.status === 401 && retry && token && await refreshSession()) {
+  // only a credential problem (401 with a WWW-Authenticate challenge) is worth a refresh; a wrong current
+  // password (401 invalid_credentials) must not be retried: each try counts toward the lockout
+  if (res.status === 401 && res.headers.has("WWW-Authenticate") && retry && token && await refreshSession()) {
     return raw(path, options, false);
   }
   return res;

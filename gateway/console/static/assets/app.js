@@ -1,10 +1,14 @@
 // The console's entry point: a small router over the History API, the role-aware navigation, and the
 // session restore (a refresh with the HttpOnly cookie) when the page loads.
+import { acceptInvitationView, forgotPasswordView, resetPasswordView } from "./account.js";
+import { approvalsLink, approvalsView, requestPage } from "./approvals.js";
 import { accountView, signInView, signUpView, verifyView } from "./auth-views.js";
+import { autonomyView } from "./autonomy.js";
 import { chatView } from "./chat.js";
 import { errorBox, h, replace } from "./dom.js";
 import { financeView } from "./finance.js";
 import { keysView } from "./keys.js";
+import { requestsView } from "./requests.js";
 import { currentUser, hasScope, onChange, refreshSession, signedIn } from "./session.js";
 import { teamView } from "./team.js";
 import { usageView } from "./usage.js";
@@ -18,6 +22,13 @@ const ROUTES = {
   "/signin": [signInView, "anonymous"],
   "/signup": [signUpView, "anonymous"],
   "/account/verify-email": [verifyView, "anyone"],
+  "/account/forgot-password": [forgotPasswordView, "anyone"],
+  "/account/reset-password": [resetPasswordView, "anyone"],
+  "/account/accept-invitation": [acceptInvitationView, "anyone"],
+  "/requests": [requestsView, () => hasScope("requests:read")],
+  "/requests/:id": [requestPage, () => hasScope("requests:read")],
+  "/approvals": [approvalsView, () => hasScope("requests:read")],
+  "/autonomy": [autonomyView, () => hasScope("requests:read")],
   "/chat": [chatView, () => hasScope("requests:read")],
   "/keys": [keysView, () => hasScope("admin")],
   "/usage": [usageView, () => hasScope("usage:read")],
@@ -51,6 +62,9 @@ function renderNav() {
   const me = currentUser();
   replace(nav,
     hasScope("requests:read") ? link("/chat", "Chat") : null,
+    hasScope("requests:read") ? link("/requests", "Requests") : null,
+    hasScope("requests:read") ? approvalsLink(link) : null,
+    hasScope("requests:read") ? link("/autonomy", "Autonomy") : null,
     hasScope("admin") ? link("/keys", "API keys") : null,
     hasScope("requests:read") ? link("/webhooks", "Webhooks") : null,
     hasScope("usage:read") ? link("/usage", "Usage") : null,
@@ -62,7 +76,7 @@ function renderNav() {
 async function render(notice) {
   let path = location.pathname;
   if (path === "/") path = home();
-  const route = ROUTES[path];
+  const route = ROUTES[path] || (/^\/requests\/[^/]+$/.test(path) ? ROUTES["/requests/:id"] : undefined);
   renderNav();
   if (!route) {
     replace(main, h("div", { class: "card narrow" }, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "/", "data-link": true }, "Home"))));

@@ -1,6 +1,7 @@
 // Sign up, verify email, sign in, account (sign out here / everywhere).
 import { post } from "./api.js";
 import { errorBox, field, h, replace } from "./dom.js";
+import { changePasswordCard } from "./account.js";
 import { currentUser, signIn, signOut, verifyEmail } from "./session.js";
 
 function form(title, fields, submitLabel, onSubmit, after) {
@@ -30,7 +31,8 @@ export function signInView(main, { navigate, notice }) {
     form("Sign in", [field("Email", email), field("Password", password)], "Sign in", async () => {
       await signIn(email.value, password.value);
       navigate("/", { replace: true });
-    }, h("p", { class: "muted" }, "No account yet? ", h("a", { href: "/signup", "data-link": true }, "Sign up"))));
+    }, h("p", { class: "muted" }, "No account yet? ", h("a", { href: "/signup", "data-link": true }, "Sign up"),
+      " · ", h("a", { href: "/account/forgot-password", "data-link": true }, "Forgot password?"))));
   email.focus();
 }
 
@@ -103,5 +105,6 @@ export function accountView(main, { navigate }) {
     h("div", { class: "row" },
       h("button", { type: "button", id: "signout", onclick: out(false) }, "Sign out"),
       h("button", { type: "button", id: "signout-all", class: "danger", onclick: out(true) }, "Sign out everywhere")),
-    status));
+    status),
+  me.user ? h("div", { class: "narrow" }, changePasswordCard()) : null);
 }

@@ -36,7 +36,15 @@ export function errorBox(err) {
   const message = err && err.message ? err.message : String(err);
   return h("div", { class: "error", role: "alert" },
     h("span", { class: "error-message" }, message), " ",
-    h("code", { class: "error-code" }, code));
+    h("code", { class: "error-code" }, code),
+    err && err.retryAfter ? retryNote(err.retryAfter) : null);
+}
+
+// "Try again in 14 min (at 20:31)": for 429 answers (lockout, throttling) that say when.
+function retryNote(seconds) {
+  const at = new Date(Date.now() + seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const wait = seconds < 90 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`;
+  return h("p", { class: "retry-after", "data-retry-after": String(seconds) }, `Try again in ${wait} (at ${at}).`);
 }
 
 export function field(label, input, hint) {
