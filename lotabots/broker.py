@@ -415,6 +415,8 @@ class LocalBroker:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
+        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is None:
+            return pid  # our own child: no need to read (and race) its command line while the JVM starts
         if self._alive(pid) and str(self.properties_file) in _cmdline(pid):
             return pid
         with contextlib.suppress(OSError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import uuid
 from pathlib import Path
@@ -309,3 +310,90 @@ async def _until_isr(cluster: LocalCluster, topic: str, isr: set[int]) -> None:
                 if set((await _partitions(bootstrap, topic))[0]["isr"]) == isr:
                     return
             await asyncio.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- the platform on the cluster
+
+
+@pytest.mark.integration
+async def test_submit_to_result_through_the_stack_while_a_broker_is_killed_and_restarted(  # type: ignore[no-untyped-def]
+    healed: LocalCluster, postgres, tmp_path: Path,
+) -> None:
+    """The real gateway, result writer and inference worker on the 3-node cluster: every 202 succeeds,
+    before, during and after a broker's SIGKILL and restart (what the chaos suite builds on)."""
+    import httpx
+
+    from gateway.tenants import create_tenant
+    from lotabots.db import make_engine, migrate
+    from lotabots.tiers import load_tier_config
+    from tests.services import free_ports
+    from tests.stack import Stack
+
+    cluster = healed
+    tiers = load_tier_config(REPO / "lotabots" / "tiers.toml")
+    await sync_topics(cluster.bootstrap, await catalogue_for(cluster.bootstrap, tiers))
+    await asyncio.to_thread(migrate, postgres.url)
+    engine = make_engine(postgres.url)
+    try:
+        _, key = await create_tenant(engine, tiers, "cluster-test", "pro")
+    finally:
+        await engine.dispose()
+    (data := tmp_path / "data").mkdir()
+    (logs := tmp_path / "logs").mkdir()
+    gw_port, usage_port = free_ports(2)
+    env = {
+        **os.environ,
+        "LOTABOTS_DATA_DIR": str(data), "LOTABOTS_DATABASE_URL": postgres.url,
+        "LOTABOTS_KAFKA_BOOTSTRAP": cluster.bootstrap, "LOTABOTS_GATEWAY_PORT": str(gw_port),
+        "LOTABOTS_USAGE_PORT": str(usage_port), "LOTABOTS_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "LOTABOTS_KAFKA_HEARTBEAT_INTERVAL_MS": "1000", "LOTABOTS_INFERENCE_BACKEND": "simulated",
+        "LOTABOTS_SIMULATED_MS_PER_TOKEN": "5", "LOTABOTS_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+    }  # fmt: skip
+    stack = Stack(env, logs, f"http://127.0.0.1:{gw_port}")
+    stack.spawn("gateway", "serve", "gateway")
+    stack.spawn("results", "worker", "results")
+    stack.spawn("inference-pro", "worker", "inference", "--tier", "pro")
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
+    try:
+        await asyncio.to_thread(stack.wait_gateway, 180)
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=120,
+                                     headers={"Authorization": f"Bearer {key.key}"}) as api:
+
+            async def submit(i: int) -> str:
+                while True:  # a client that retries as told (503 + Retry-After, same Idempotency-Key)
+                    r = await api.post("/v1/requests", json=body, headers={"Idempotency-Key": f"cluster-{i}"})
+                    if r.status_code == 202:
+                        return r.json()["id"]
+                    assert r.status_code == 503, r.text
+                    await asyncio.sleep(float(r.headers["Retry-After"]))
+
+            async def terminal(rid: str) -> str:
+                async with asyncio.timeout(GUARD_S):
+                    while True:
+                        r = await api.get(f"/v1/requests/{rid}")
+                        assert r.status_code == 200, r.text  # never a 404 for an acknowledged request
+                        if r.json()["status"] in ("succeeded", "failed", "canceled"):
+                            return r.json()["status"]
+                        await asyncio.sleep(0.2)
+
+            async def round_trip(first: int, n: int) -> list[str]:
+                ids = await asyncio.gather(*(submit(i) for i in range(first, first + n)))
+                assert await asyncio.gather(*(terminal(rid) for rid in ids)) == ["succeeded"] * n
+                return list(ids)
+
+            before = await round_trip(0, 4)
+            victim = (await _partitions(cluster.bootstrap, "results"))[0]["leader"]
+            cluster.kill(victim)
+            during = await round_trip(4, 4)  # submitted while the killed broker still leads partitions
+            await wait_live_brokers(cluster, set(cluster.nodes) - {victim})
+            fenced = await round_trip(8, 4)
+            await asyncio.to_thread(cluster.start_node, victim)
+            await wait_in_sync(cluster, ["requests.pro", "results", "usage.events"])
+            after = await round_trip(12, 4)
+    except BaseException:
+        for name in ("gateway", "results", "inference-pro"):
+            print(f"--- {name}\n{stack.tail(name)}")
+        raise
+    finally:
+        stack.stop_all()
+    assert len(set(before + during + fenced + after)) == 16
