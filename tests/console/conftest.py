@@ -1,9 +1,11 @@
-"""Browser fixtures: Debian's headless Chromium driven by Selenium (chromium-driver), and a reader of the
-verification mail (the `auth.events` topic on the real broker, as the mailer reads it)."""
+"""Browser fixtures: Debian's headless Chromium driven by Selenium (chromium-driver), and the mail: the stack's
+mailer sends it over SMTP to a development SMTP server (`mailbox`, read through `/v1/dev/mailbox`); `Mailbox`
+reads the `auth.events` topic on the real broker, as the mailer does."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -72,6 +74,74 @@ class Mailbox:
             await consumer.stop()
 
 
+class SmtpMailbox(Mailbox):
+    """The mails as they arrived over SMTP: the stack's mailer (`worker mailer`) sent them to the development
+    SMTP server (`serve dev-smtp`), read back through the gateway's development mailbox (`/v1/dev/mailbox`)."""
+
+    def __init__(self, stack: Any) -> None:
+        super().__init__(stack.env["LOTABOTS_KAFKA_BOOTSTRAP"])
+        self.stack = stack
+
+    def link(self, email: str, path: str, timeout_s: float = 90, after: set[str] | None = None) -> tuple[str, str]:
+        """(mail id, link) of the newest mail to `email` whose link goes to `path` (mails in `after` skipped)."""
+        import re
+
+        import httpx
+
+        pattern = re.compile(r"https?://\S+?" + re.escape(path) + r"#token=[A-Za-z0-9_\-]+")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            mails = httpx.get(f"{self.stack.gateway_url}/v1/dev/mailbox?limit=500", timeout=10).json()["data"]
+            for m in sorted(mails, key=lambda m: m["received_at"], reverse=True):
+                if email.lower() not in m["to"].lower() or m["id"] in (after or set()):
+                    continue
+                body = httpx.get(f"{self.stack.gateway_url}/v1/dev/mailbox/{m['id']}", timeout=10).json()
+                found = pattern.search(body["text"] or "")
+                if found:
+                    return m["id"], found.group(0)
+            time.sleep(0.25)  # polling the mailbox for the mail, not a wait for a state under test
+        raise AssertionError(f"no mail to {email} with a {path} link arrived over SMTP")
+
+    def verification(self, email: str, timeout_s: float = 90) -> tuple[str, str]:
+        """(token, tenant id) from the verification mail that arrived over SMTP."""
+        _, link = self.link(email, "/account/verify-email", timeout_s)
+        return link.rsplit("token=", 1)[1], tenant_of(self.stack, email)
+
+
+def tenant_of(stack: Any, email: str) -> str:
+    import sqlalchemy as sa
+
+    from lotabots.db import make_engine
+    from schemas.auth_tables import User
+
+    async def run() -> str:
+        engine = make_engine(stack.env["LOTABOTS_DATABASE_URL"])
+        try:
+            async with engine.connect() as conn:
+                return (await conn.execute(sa.select(User.tenant_id).where(User.email == email.lower()))).scalar_one()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def stack_mailer(stack: Any) -> Any:
+    """The mailer and a development SMTP server for the console tests (as `lotabots up` runs them): mail
+    goes over real SMTP into `<data_dir>/mail`, which the gateway's development mailbox lists."""
+    from tests.mailer.conftest import start_group_at_end
+    from tests.services import free_ports
+
+    port = str(free_ports(1)[0])
+    group = f"console-mailer-{os.getpid()}"
+    asyncio.run(start_group_at_end(stack.env["LOTABOTS_KAFKA_BOOTSTRAP"], group))
+    stack.spawn("dev-smtp", "serve", "dev-smtp", "--port", port)
+    stack.spawn("mailer", "worker", "mailer", extra_env={
+        "LOTABOTS_DEV_SMTP_PORT": port, "LOTABOTS_MAILER_GROUP": group,
+        "LOTABOTS_MAILER_RETRY_INITIAL_S": "0.2", "LOTABOTS_MAILER_RETRY_MAX_S": "1"})
+    return stack
+
+
 @pytest.fixture
-def mailbox(stack: Any) -> Mailbox:
-    return Mailbox(stack.env["LOTABOTS_KAFKA_BOOTSTRAP"])
+def mailbox(stack_mailer: Any) -> SmtpMailbox:
+    return SmtpMailbox(stack_mailer)
