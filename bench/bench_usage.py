@@ -2,6 +2,7 @@
 against a raw aiokafka consumer inserting the same events straight into ClickHouse, in the same run.
 
     .venv/bin/python bench/bench_usage.py [--events 300000] [--tenants 100] [--in-flight 80] [--bootstrap HOST:PORT]
+    .venv/bin/python bench/bench_usage.py --compare-cluster [--events 100000] [--rounds 2]   # 1 vs 3 brokers
 
 Both sides get the same burst, produced the way the platform produces it: the gateway's producer
 settings and its group-commit emitter (lotabots.usage_events.UsageBatcher) with ``--in-flight`` facts
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -246,11 +248,11 @@ async def faust_noop(bootstrap: str, workdir: Path, events: list[tuple[bytes, by
 async def pipeline(bootstrap: str, workdir: Path, events: list[tuple[bytes, bytes]],
                    in_flight: int) -> tuple[float, dict]:
     from lotabots.tiers import get_tier_config
-    from lotabots.topic_admin import sync_topics
-    from schemas.topics import USAGE_EVENTS, topic_catalogue
+    from lotabots.topic_admin import catalogue_for, sync_topics
+    from schemas.topics import USAGE_EVENTS
     from tests.services import free_ports
 
-    await sync_topics(bootstrap, topic_catalogue(get_tier_config()))
+    await sync_topics(bootstrap, await catalogue_for(bootstrap, get_tier_config()))  # RF from the live brokers
     usage_port, health_port = free_ports(2)
     env = {**os.environ, "LOTABOTS_KAFKA_BOOTSTRAP": bootstrap, "LOTABOTS_DATA_DIR": str(workdir / "data"),
            "LOTABOTS_USAGE_PORT": str(usage_port), "LOTABOTS_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
@@ -300,6 +302,35 @@ async def pipeline(bootstrap: str, workdir: Path, events: list[tuple[bytes, byte
                 p.kill()
 
 
+async def compare_cluster(args: argparse.Namespace) -> None:
+    """The pipeline on a fresh single broker and a fresh 3-node cluster, alternately; figures per round."""
+    from tests.kafka_cluster import start_kafka_cluster
+    from tests.services import start_kafka
+
+    events = cloudevents(args.events, args.tenants)
+    n = len(events)
+    rates: dict[int, list[float]] = {1: [], 3: []}
+    produce: dict[int, list[float]] = {1: [], 3: []}
+    for r, brokers in enumerate([1, 3] * args.rounds):
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-usage-{brokers}b-"))
+        kafka = start_kafka(workdir / "kafka") if brokers == 1 else start_kafka_cluster(workdir / "kafka", brokers)
+        try:
+            pipe_s, extra = await pipeline(kafka.bootstrap, workdir, events, args.in_flight)
+            assert tuple(int(x) for x in extra["rollup"]) == (n, n // 2, 40 * (n // 2)), extra["rollup"]
+        finally:
+            kafka.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        rates[brokers].append(n / pipe_s)
+        produce[brokers].append(n / extra["produce_s"])
+        print(f"round {r + 1} ({brokers} broker{'s' if brokers > 1 else ''}): pipeline {n / pipe_s:10,.0f} events/s, "
+              f"producer alone {n / extra['produce_s']:10,.0f} events/s; load average {os.getloadavg()[0]:.1f}",
+              flush=True)
+    med = {b: statistics.median(v) for b, v in rates.items()}
+    pmed = {b: statistics.median(v) for b, v in produce.items()}
+    print(f"median of {args.rounds}: 1 broker {med[1]:,.0f} events/s, 3 brokers {med[3]:,.0f} events/s; "
+          f"3/1 = {med[3] / med[1]:.2f} (pipeline), {pmed[3] / pmed[1]:.2f} (acks=all produce of the burst)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=300_000)
@@ -307,7 +338,14 @@ async def main() -> None:
     parser.add_argument("--bootstrap", default=None)
     parser.add_argument("--in-flight", type=int, default=IN_FLIGHT,
                         help="facts awaiting their ack at any time (submits in flight across the gateways)")
+    parser.add_argument("--compare-cluster", action="store_true",
+                        help="only the pipeline, on one broker and on a local 3-broker cluster (RF 3, "
+                             "min.insync.replicas 2), interleaved 1, 3, 1, 3: the price of replication")
+    parser.add_argument("--rounds", type=int, default=2, help="with --compare-cluster: rounds of (1, 3)")
     args = parser.parse_args()
+    if args.compare_cluster:
+        await compare_cluster(args)
+        return
     workdir = Path(tempfile.mkdtemp(prefix="bench-usage-"))
     broker = None
     try:
