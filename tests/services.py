@@ -66,6 +66,8 @@ class ServiceHandle:
     broker: LocalBroker | None = None
     _stop: Callable[[], None] | None = field(default=None, repr=False)
     container: str | None = None  # the Docker container id when started by testcontainers
+    _pause: Callable[[], None] | None = field(default=None, repr=False)
+    _resume: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -86,6 +88,15 @@ class ServiceHandle:
         stop, self._stop = self._stop, None
         if stop is not None:
             stop()
+
+    def pause(self) -> None:
+        """Stop the server but keep its data (PostgreSQL here); `resume()` starts it again."""
+        assert self._pause is not None, f"{self.name} cannot be paused"
+        self._pause()
+
+    def resume(self) -> None:
+        assert self._resume is not None, f"{self.name} cannot be resumed"
+        self._resume()
 
 
 def free_ports(n: int = 1) -> list[int]:
@@ -230,18 +241,33 @@ def start_postgres(tmpdir: Path) -> ServiceHandle:
         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
         "-c", "full_page_writes=off", "-c", "max_connections=200",
     ]  # fmt: skip
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
-            start_new_session=True, **_as_user(user),
-        )  # fmt: skip
+    def launch() -> subprocess.Popen:
+        with open(log_file, "ab") as log:
+            return subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
+                start_new_session=True, **_as_user(user),
+            )  # fmt: skip
+
+    proc = launch()
 
     def stop() -> None:
         _terminate(proc, signal.SIGINT)  # "fast" shutdown: roll back clients, checkpoint, exit
         if remove_root:
             shutil.rmtree(root, ignore_errors=True)
 
-    handle = _register(ServiceHandle("postgres", "", proc.pid, root, log_file, None, stop))
+    def pause() -> None:  # the outage a failure test wants: every connection closed, new ones refused
+        _terminate(proc, signal.SIGINT)
+
+    def resume() -> None:
+        nonlocal proc
+        if proc.poll() is None:
+            return
+        proc = launch()
+        handle.pid = proc.pid
+        _wait_pg(bindir, sock, port, proc, log_file)
+
+    handle = _register(ServiceHandle("postgres", "", proc.pid, root, log_file, None, stop,
+                                     _pause=pause, _resume=resume))
     try:
         _wait_pg(bindir, sock, port, proc, log_file)
         created = subprocess.run(
