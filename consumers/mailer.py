@@ -290,16 +290,7 @@ class Mailer:
         if not force and now - self._last_commit < 0.2:
             return
         self._last_commit = now
-        assigned = self.consumer.assignment()
-        offsets = {tp: o for tp, o in self.offsets.committable().items()
-                   if tp in assigned and (only is None or tp in only)}
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-            self.offsets.mark_committed(offsets)
-        except Exception:
-            log.warning("offset commit failed; it is retried", exc_info=True)
+        await self.offsets.commit(self.consumer, only)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._commit(force=True, only=revoked)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from aiokafka import TopicPartition
 
+log = logging.getLogger(__name__)
 
 class OffsetTracker:
     """Messages of one partition finish out of order; only a contiguous done prefix is committable."""
@@ -41,3 +45,16 @@ class OffsetTracker:
 
     def in_flight(self, tp: TopicPartition) -> int:
         return len(self._pending.get(tp, ()))
+
+    async def commit(self, consumer: Any, only: set[TopicPartition] | None = None) -> None:
+        """Commit what is committable on the partitions `consumer` holds (of `only`, if given); a failed
+        commit is logged and retried with the next one (the offsets stay committable)."""
+        assigned = consumer.assignment()
+        offsets = {tp: o for tp, o in self.committable().items() if tp in assigned and (only is None or tp in only)}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+            self.mark_committed(offsets)
+        except Exception:
+            log.warning("offset commit failed; it is retried", exc_info=True)

@@ -134,6 +134,16 @@ def new_cluster_id() -> str:
             return cid
 
 
+def stored_cluster_id(path: Path) -> str:
+    """The cluster id kept in `path`, created there on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    cid = new_cluster_id()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cid + "\n")
+    return cid
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """Whether something accepts TCP connections on host:port."""
     try:
@@ -370,12 +380,7 @@ class LocalBroker:
 
     def cluster_id(self) -> str:
         """The cluster id stored in the state dir, created on first use."""
-        if self.cluster_id_file.exists():
-            return self.cluster_id_file.read_text().strip()
-        cid = new_cluster_id()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.cluster_id_file.write_text(cid + "\n")
-        return cid
+        return stored_cluster_id(self.cluster_id_file)
 
     @property
     def formatted(self) -> bool:
@@ -741,12 +746,7 @@ class LocalCluster:
         return self.nodes[node_id].bootstrap
 
     def cluster_id(self) -> str:
-        if self.cluster_id_file.exists():
-            return self.cluster_id_file.read_text().strip()
-        cid = new_cluster_id()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.cluster_id_file.write_text(cid + "\n")
-        return cid
+        return stored_cluster_id(self.cluster_id_file)
 
     @property
     def formatted(self) -> bool:

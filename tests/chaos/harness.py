@@ -15,16 +15,8 @@ import httpx
 
 from tests.services import free_ports
 from tests.stack import Stack, StackProcess
+from tests.webhooks.conftest import ALLOW_LOOPBACK, DISPATCHER_ENV  # the compressed retry schedule
 
-ALLOW_LOOPBACK = {"LOTABOTS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1/32"}
-# a compressed retry schedule (attempts at ~0, 0.5, 2 and 7 s) so a killed dispatcher's retries land soon
-DISPATCHER_ENV = {
-    **ALLOW_LOOPBACK,
-    "LOTABOTS_WEBHOOK_RETRY_SCHEDULE_S": "0.5,1.5,5.0",
-    "LOTABOTS_WEBHOOK_RETRY_JITTER": "0.1",
-    "LOTABOTS_WEBHOOK_READ_TIMEOUT_S": "30",
-    "LOTABOTS_WEBHOOK_TOTAL_TIMEOUT_S": "40",
-}
 SIMULATED = {"LOTABOTS_INFERENCE_BACKEND": "simulated", "LOTABOTS_SIMULATED_MS_PER_TOKEN": "20"}
 
 
