@@ -1,5 +1,6 @@
-"""Each gateway replica reads the compacted ``usage.quota-state`` from the beginning and keeps the latest
-:class:`schemas.usage.QuotaState` per tenant: the committed token usage the Faust app has counted.
+"""Each gateway replica reads the compacted ``usage.quota-state`` from the beginning and keeps, per tenant,
+the committed token usage the Faust app has counted (:class:`schemas.usage.QuotaState`): per day and month
+the latest period's count, never lowered by a stale record (see `_later_or_larger`).
 
 `start()` returns once the replica has caught up with the end offsets it saw at start (or after
 `settings.quota_state_catch_up_s`), so a replica is not ready before it knows who is over quota; after
@@ -117,4 +118,18 @@ class QuotaStateTail:
         except Exception:
             log.warning("quota state: skipping an undecodable record (key %r)", key)
             return
-        self._latest[state.tenant_id] = CommittedUsage(state.day, state.month, state.tokens_day, state.tokens_month)
+        counted = CommittedUsage(state.day, state.month, state.tokens_day, state.tokens_month)
+        held = self._latest.get(state.tenant_id)
+        self._latest[state.tenant_id] = counted if held is None else _later_or_larger(held, counted)
+
+
+def _later_or_larger(held: CommittedUsage, counted: CommittedUsage) -> CommittedUsage:
+    """Per period, the later period's count, and of one period the larger: a period's count only grows.
+
+    A lower count of the same day (or a record naming an earlier day) is stale: a Faust worker that lost
+    its partitions in a rebalance publishing after the new owner, or one replaying from an older checkpoint.
+    Taking it would let the tenant overshoot. Only a tombstone forgets a tenant's counts.
+    """
+    day, tokens_day = max((held.day, held.tokens_day), (counted.day, counted.tokens_day))  # ISO labels sort
+    month, tokens_month = max((held.month, held.tokens_month), (counted.month, counted.tokens_month))
+    return CommittedUsage(day, month, tokens_day, tokens_month)

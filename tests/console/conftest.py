@@ -125,21 +125,26 @@ def tenant_of(stack: Any, email: str) -> str:
     return asyncio.run(run())
 
 
-@pytest.fixture(scope="session")
-def stack_mailer(stack: Any) -> Any:
+@pytest.fixture(scope="package")
+def stack_mailer(stack: Any) -> Iterator[Any]:
     """The mailer and a development SMTP server for the console tests (as `lotabots up` runs them): mail
-    goes over real SMTP into `<data_dir>/mail`, which the gateway's development mailbox lists."""
+    goes over real SMTP into `<data_dir>/mail`, which the gateway's development mailbox lists.
+
+    Stopped when the console tests end: the mail ledger is the shared database's, so a mailer left running
+    would claim the mail suite's events (in their own consumer groups) and send them here instead."""
     from tests.mailer.conftest import start_group_at_end
     from tests.services import free_ports
 
     port = str(free_ports(1)[0])
     group = f"console-mailer-{os.getpid()}"
     asyncio.run(start_group_at_end(stack.env["LOTABOTS_KAFKA_BOOTSTRAP"], group))
-    stack.spawn("dev-smtp", "serve", "dev-smtp", "--port", port)
-    stack.spawn("mailer", "worker", "mailer", extra_env={
+    smtp = stack.spawn("dev-smtp", "serve", "dev-smtp", "--port", port)
+    mailer = stack.spawn("mailer", "worker", "mailer", extra_env={
         "LOTABOTS_DEV_SMTP_PORT": port, "LOTABOTS_MAILER_GROUP": group,
         "LOTABOTS_MAILER_RETRY_INITIAL_S": "0.2", "LOTABOTS_MAILER_RETRY_MAX_S": "1"})
-    return stack
+    yield stack
+    mailer.stop()
+    smtp.stop()
 
 
 @pytest.fixture

@@ -102,6 +102,22 @@ async def test_committed_usage_of_an_earlier_day_counts_only_for_its_month() -> 
     assert tail.committed("ten_a") is None
 
 
+async def test_a_stale_quota_state_never_lowers_what_a_period_counted() -> None:
+    tail = quota_tail(state("ten_a", "2030-01-31", "2030-01", 700, 4000))
+    tail.apply(b"ten_a", encode(state("ten_a", "2030-01-31", "2030-01", 650, 3950)))  # a zombie's late write
+    assert tail.committed("ten_a") == ("2030-01-31", "2030-01", 700, 4000)
+    tail.apply(b"ten_a", encode(state("ten_a", "2030-01-30", "2030-01", 9000, 3900)))  # names an earlier day
+    assert tail.committed("ten_a") == ("2030-01-31", "2030-01", 700, 4000)
+    tail.apply(b"ten_a", encode(state("ten_a", "2030-02-01", "2030-02", 5, 5)))  # the next period starts low
+    assert tail.committed("ten_a") == ("2030-02-01", "2030-02", 5, 5)
+    tail.apply(b"ten_a", encode(state("ten_a", "2030-02-01", "2030-02", 40, 40)))
+    assert tail.committed("ten_a") == ("2030-02-01", "2030-02", 40, 40)
+    tail.apply(b"ten_a", None)
+    assert tail.committed("ten_a") is None
+    tail.apply(b"ten_a", b"not json")  # an undecodable record is skipped, not fatal
+    assert tail.committed("ten_a") is None
+
+
 async def test_a_rate_refusal_says_when_and_is_counted_and_reported_once() -> None:
     sink = Sink()
     lim = limits(sink=sink)
