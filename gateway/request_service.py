@@ -5,10 +5,19 @@ answers 202: a 202 therefore always has both a row (poll never 404s) and a durab
 will run it). An idempotent replay of a request still `queued` publishes it again, which heals a
 gateway that died between the row and the publish; duplicates are harmless because workers and the
 result writer are idempotent per request id.
+
+The wait for the publish's acknowledgement is bounded (`publish_timeout_s`, LOTABOTS_PUBLISH_TIMEOUT_S):
+when the cluster cannot take the record (fewer than `min.insync.replicas` brokers in sync, no leader)
+the submit answers 503 `queue_unavailable` with Retry-After instead of hanging. The row is already
+there and `queued`, so a retry with the same Idempotency-Key publishes it again; the first record, which
+the idempotent producer keeps retrying, may still land too: that duplicate is harmless as above (the
+result writer only moves a row forward, usage facts and webhook ids are derived from the request id and
+deduped), so the key yields exactly one request, billed once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -28,6 +37,7 @@ from gateway.request_store import GroupCommitInserter
 from gateway.security import Principal
 from lotabots.ids import new_id
 from lotabots.kafka_io import StickyPartitions, encode
+from lotabots.settings import get_settings
 from lotabots.tiers import TierConfig
 from lotabots.usage_events import UsageEmitter
 from schemas.autonomy_levels import NO_AI_FINISH_REASON
@@ -47,10 +57,13 @@ class SubmitOutcome:
 class RequestService:
     """The request lifecycle as the gateway sees it."""
 
-    def __init__(self, engine: AsyncEngine, producer: AIOKafkaProducer, tiers: TierConfig) -> None:
+    def __init__(self, engine: AsyncEngine, producer: AIOKafkaProducer, tiers: TierConfig,
+                 publish_timeout_s: float | None = None) -> None:
         self.engine = engine
         self.producer = producer
         self.tiers = tiers
+        # the bound on a submit's (or cancel's) wait for the broker's acknowledgement
+        self.publish_timeout_s = get_settings().publish_timeout_s if publish_timeout_s is None else publish_timeout_s
         self.inserter = GroupCommitInserter(engine, R)
         self._sticky = StickyPartitions(producer)
         self.usage = UsageEmitter(producer)  # the `request accepted` fact rides with every publish
@@ -153,21 +166,27 @@ class RequestService:
         })
         key = (row["conversation_id"] or row["id"]).encode()
         try:
-            # The usage fact (id `<request id>:accepted`, so a replay re-sends the same fact) is acked
-            # with the request itself: a 202 always has its billable record.
-            # Both records are enqueued first and their acks awaited after (no gather/tasks per submit).
-            topic = request_topic(row["tier"])
-            # A conversation's requests keep their order (hash of the conversation id); lone requests have
-            # no order to keep, so they ride sticky partitions and fill real batches.
-            partition = None if row["conversation_id"] else self._sticky.partition(topic)
-            request_ack = await self.producer.send(topic, message, key=key, partition=partition)
-            usage_ack = await self.usage.send_request_accepted(
-                tenant_id=row["tenant_id"], tier=row["tier"], request_id=row["id"],
-                max_tokens_reserved=row["params"]["max_tokens"], api_key_id=api_key_id, at=row["created_at"],
-            )
-            await request_ack
-            await usage_ack
-        except Exception as exc:  # the broker did not take it: tell the client to retry (same Idempotency-Key)
+            # Bounded: an idempotent acks=all producer retries a record it cannot place forever (no
+            # leader, too few in-sync replicas), so the client gets a 503 after publish_timeout_s instead
+            # of a hang. Timing out cancels only our wait: the record stays in the producer and may still
+            # land; a retry with the same Idempotency-Key re-publishes, and consumers dedupe by request id.
+            async with asyncio.timeout(self.publish_timeout_s):
+                # The usage fact (id `<request id>:accepted`, so a replay re-sends the same fact) is acked
+                # with the request itself: a 202 always has its billable record.
+                # Both records are enqueued first and their acks awaited after (no gather/tasks per submit).
+                topic = request_topic(row["tier"])
+                # A conversation's requests keep their order (hash of the conversation id); lone requests
+                # have no order to keep, so they ride sticky partitions and fill real batches.
+                partition = None if row["conversation_id"] else self._sticky.partition(topic)
+                request_ack = await self.producer.send(topic, message, key=key, partition=partition)
+                usage_ack = await self.usage.send_request_accepted(
+                    tenant_id=row["tenant_id"], tier=row["tier"], request_id=row["id"],
+                    max_tokens_reserved=row["params"]["max_tokens"], api_key_id=api_key_id,
+                    at=row["created_at"],
+                )
+                await request_ack
+                await usage_ack
+        except Exception as exc:  # not taken (or not in time): tell the client to retry (same Idempotency-Key)
             raise ApiError(
                 503, "queue_unavailable", "the request could not be queued; retry with the same Idempotency-Key",
                 headers={"Retry-After": "1"}, request_id=row["id"],
@@ -218,7 +237,8 @@ class RequestService:
             at=datetime.now(UTC),
         )
         try:
-            await self.producer.send_and_wait(REQUESTS_CONTROL, encode(signal), key=row.id.encode())
+            async with asyncio.timeout(self.publish_timeout_s):
+                await self.producer.send_and_wait(REQUESTS_CONTROL, encode(signal), key=row.id.encode())
         except Exception as exc:
             raise ApiError(503, "queue_unavailable", "cancel could not be recorded; retry",
                            headers={"Retry-After": "1"}) from exc

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     gateway_port: int = 8000
     public_base_url: str = ""
     gateway_linger_ms: int = Field(default=1, ge=0, description="producer batching window on the submit path (ms)")
+    publish_timeout_s: float = Field(
+        default=10.0, gt=0, description="how long a submit waits for Kafka to acknowledge its publish (acks=all) "
+        "before answering 503 queue_unavailable with Retry-After; retried with the same Idempotency-Key it "
+        "is published again (consumers dedupe by request id)")
     long_poll_max_s: float = Field(default=60.0, gt=0, description="cap on Prefer: wait=N and ?wait=N")
     # token streaming (docs/openai.md): workers publish text deltas to `results.tokens`, gateways fan them out
     inference_stream_tokens: bool = Field(default=True, description="workers publish text deltas per decode step")
