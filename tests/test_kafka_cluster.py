@@ -397,3 +397,108 @@ async def test_submit_to_result_through_the_stack_while_a_broker_is_killed_and_r
     finally:
         stack.stop_all()
     assert len(set(before + during + fenced + after)) == 16
+
+
+@pytest.mark.integration
+async def test_a_submit_kafka_cannot_acknowledge_is_a_503_and_its_retry_one_request(  # type: ignore[no-untyped-def]
+    healed: LocalCluster, postgres, tmp_path: Path,
+) -> None:
+    """Two of three brokers down: acks=all with min.insync.replicas 2 cannot be met, so the gateway's
+    bounded ack wait (LOTABOTS_PUBLISH_TIMEOUT_S) answers 503 queue_unavailable with Retry-After instead of
+    hanging. The row is recorded; once the brokers are back the same Idempotency-Key gives a 202 for that
+    very request, which succeeds, and the tenant has exactly one request for the key (the first record,
+    which the producer kept retrying, lands too: a harmless duplicate)."""
+    import httpx
+
+    from gateway.tenants import create_tenant
+    from lotabots.db import make_engine, migrate
+    from lotabots.tiers import load_tier_config
+    from tests.services import free_ports
+    from tests.stack import Stack
+
+    cluster = healed
+    tiers = load_tier_config(REPO / "lotabots" / "tiers.toml")
+    await sync_topics(cluster.bootstrap, await catalogue_for(cluster.bootstrap, tiers))
+    await asyncio.to_thread(migrate, postgres.url)
+    engine = make_engine(postgres.url)
+    try:
+        _, key = await create_tenant(engine, tiers, "publish-timeout-test", "pro")
+    finally:
+        await engine.dispose()
+    (data := tmp_path / "data").mkdir()
+    (logs := tmp_path / "logs").mkdir()
+    gw_port, usage_port = free_ports(2)
+    env = {
+        **os.environ,
+        "LOTABOTS_DATA_DIR": str(data), "LOTABOTS_DATABASE_URL": postgres.url,
+        "LOTABOTS_KAFKA_BOOTSTRAP": cluster.bootstrap, "LOTABOTS_GATEWAY_PORT": str(gw_port),
+        "LOTABOTS_USAGE_PORT": str(usage_port), "LOTABOTS_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "LOTABOTS_KAFKA_HEARTBEAT_INTERVAL_MS": "1000", "LOTABOTS_INFERENCE_BACKEND": "simulated",
+        "LOTABOTS_SIMULATED_MS_PER_TOKEN": "5", "LOTABOTS_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+        "LOTABOTS_PUBLISH_TIMEOUT_S": "3",
+    }  # fmt: skip
+    stack = Stack(env, logs, f"http://127.0.0.1:{gw_port}")
+    stack.spawn("gateway", "serve", "gateway")
+    stack.spawn("results", "worker", "results")
+    stack.spawn("inference-pro", "worker", "inference", "--tier", "pro")
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
+    idempotency_key = f"publish-timeout-{uuid.uuid4().hex[:8]}"
+    down: list[int] = []
+    try:
+        await asyncio.to_thread(stack.wait_gateway, 180)
+        # the timeout is a hang guard: without the bounded wait the submit below would not answer at all
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=GUARD_S,
+                                     headers={"Authorization": f"Bearer {key.key}"}) as api:
+
+            async def terminal(rid: str) -> str:
+                async with asyncio.timeout(GUARD_S):
+                    while True:
+                        r = await api.get(f"/v1/requests/{rid}")
+                        assert r.status_code == 200, r.text
+                        if r.json()["status"] in ("succeeded", "failed", "canceled"):
+                            return r.json()["status"]
+                        await asyncio.sleep(0.2)
+
+            # the stack works on the healthy cluster (so the 503 below is the brokers', nothing else's)
+            r = await api.post("/v1/requests", json=body, headers={"Idempotency-Key": f"{idempotency_key}-warm"})
+            assert r.status_code == 202, r.text
+            warm = r.json()["id"]
+            assert await terminal(warm) == "succeeded"
+
+            down = sorted(cluster.nodes)[:2]
+            for node in down:
+                cluster.kill(node)  # SIGKILL two of three: one replica can never make min.insync.replicas 2
+            r = await api.post("/v1/requests", json=body, headers={"Idempotency-Key": idempotency_key})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "queue_unavailable", r.text
+            assert "retry-after" in r.headers and float(r.headers["retry-after"]) > 0, r.headers
+            rid = r.json()["error"]["details"]["request_id"]  # recorded before the publish
+            r = await api.get(f"/v1/requests/{rid}")
+            assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+
+            await asyncio.to_thread(cluster.start_nodes, *down)  # the quorum needs both back
+            down = []
+            await wait_live_brokers(cluster, set(cluster.nodes))
+            async with asyncio.timeout(GUARD_S):
+                while True:  # a client that retries as told: same Idempotency-Key after Retry-After
+                    r = await api.post("/v1/requests", json=body, headers={"Idempotency-Key": idempotency_key})
+                    if r.status_code == 202:
+                        break
+                    assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unavailable", r.text
+                    await asyncio.sleep(float(r.headers["Retry-After"]))
+            assert r.json()["id"] == rid  # the recorded request, not a new one
+            assert r.headers.get("idempotent-replayed") == "true", r.headers
+            assert await terminal(rid) == "succeeded"
+            listed = (await api.get("/v1/requests", params={"limit": 100})).json()
+            ids = sorted(item["id"] for item in listed["data"])
+            assert ids == sorted([warm, rid]), listed  # exactly one request for the key (and the warm-up)
+            await wait_in_sync(cluster, ["requests.pro", "results", "usage.events"])
+    except BaseException:
+        for name in ("gateway", "results", "inference-pro"):
+            print(f"--- {name}\n{stack.tail(name)}")
+        raise
+    finally:
+        if down:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(cluster.start_nodes, *down)
+        stack.stop_all()
