@@ -9,6 +9,8 @@ than once each, stop PostgreSQL for a few seconds, and then check the ledger exa
 
 The schedule is random but seeded (LOTABOTS_CHAOS_SEED, printed in the report) so a failure replays.
 The stack is the suite's own (tests/chaos/harness.py): its PostgreSQL, Kafka and chDB are not shared.
+Kafka is a 3-node KRaft cluster (replication factor 3, min.insync.replicas 2); one node at a time is
+SIGKILLed and restarted, and the next kill waits until every replica is back in sync.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
 
+from lotabots.broker import LocalCluster
 from lotabots.db import make_engine, migrate
 from lotabots.tiers import load_tier_config
 from lotabots.topic_admin import sync_topics
@@ -35,7 +38,8 @@ from schemas.topics import RESULTS, USAGE_EVENTS, topic_catalogue
 from tests.chaos.harness import ChaosStack, build_chaos_stack
 from tests.chaos.load import Clients, Tenant
 from tests.conftest import _new_tenant
-from tests.services import ServiceHandle, start_kafka, start_postgres
+from tests.kafka_cluster import start_kafka_cluster, wait_in_sync, wait_live_brokers
+from tests.services import ServiceHandle, start_postgres
 from tests.stack import REPO
 from tests.usage.test_billing_exact import billed, expected_totals
 from tests.usage_pipeline import UsagePipeline
@@ -52,7 +56,7 @@ POISON = b"\x00not a usage event: injected by the chaos test"
 
 
 class Services:
-    def __init__(self, postgres: ServiceHandle, kafka: ServiceHandle) -> None:
+    def __init__(self, postgres: ServiceHandle, kafka: LocalCluster) -> None:
         self.postgres = postgres
         self.kafka = kafka
 
@@ -61,9 +65,9 @@ class Services:
 def chaos_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     root = tmp_path_factory.mktemp("chaos")
     postgres = start_postgres(root)
-    kafka = start_kafka(root)
+    kafka = start_kafka_cluster(root / "kafka", brokers=3)  # RF 3, min.insync.replicas 2 (the catalogue's)
     try:
-        asyncio.run(sync_topics(kafka.bootstrap, topic_catalogue(TIERS)))
+        asyncio.run(sync_topics(kafka.bootstrap, topic_catalogue(TIERS, kafka.brokers)))
         migrate(postgres.url)
         yield Services(postgres, kafka)
     finally:
@@ -189,12 +193,15 @@ async def test_every_acknowledged_request_ends_once_and_is_billed_exactly_under_
 
     clients = Clients(chaos_stack.gateway_urls, rng)
     victims = ["inference-pro", "inference-free", "inference-enterprise", "results", "webhooks",
-               "usage-stream", "usage-service", "gateway-a", "gateway-b", "postgres"]
+               "usage-stream", "usage-service", "gateway-a", "gateway-b", "postgres", "broker"]
     plan = victims * ROUNDS
     rng.shuffle(plan)
     kills: Counter[str] = Counter()
     chaos_done = asyncio.Event()
     died: dict[str, str] = {}
+    cluster = chaos_services.kafka
+    topics = [spec.name for spec in topic_catalogue(TIERS, cluster.brokers)]
+    broker_kills: list[int] = []
 
     async def chaos() -> None:
         try:
@@ -204,6 +211,14 @@ async def test_every_acknowledged_request_ends_once_and_is_billed_exactly_under_
                     await asyncio.to_thread(chaos_services.postgres.pause)
                     await asyncio.sleep(rng.uniform(2.0, 4.0))
                     await asyncio.to_thread(chaos_services.postgres.resume)
+                elif victim == "broker":  # one node of three, SIGKILLed; never two down at once
+                    node = rng.choice(cluster.running_nodes())
+                    cluster.kill(node)
+                    broker_kills.append(node)
+                    await asyncio.sleep(rng.uniform(2.0, 4.0))
+                    await asyncio.to_thread(cluster.start_node, node)  # same data dir: catches up
+                    await wait_live_brokers(cluster, set(cluster.nodes))
+                    await wait_in_sync(cluster, topics)  # every replica back in the ISR before the next
                 else:
                     chaos_stack.kill(victim)
                     await asyncio.sleep(rng.uniform(0.2, 2.0))
@@ -307,7 +322,7 @@ async def test_every_acknowledged_request_ends_once_and_is_billed_exactly_under_
     report = "\n".join([
         "",
         f"==== chaos report (seed {SEED}, {load_s:.0f} s of load, {time.monotonic() - started:.0f} s in all) ====",
-        "kills: " + ", ".join(f"{v} x{kills[v]}" for v in victims) + " (postgres: stopped, then started)",
+        "kills: " + ", ".join(f"{v} x{kills[v]}" for v in victims) + f" (postgres: stopped, then started; broker: SIGKILLed node {broker_kills} of 3, restarted, ISR back)",
         f"requests acknowledged: {len(ids)} ({', '.join(f'{k} {v}' for k, v in sorted(Counter(status.values()).items()))})"
         f"; with webhook: {len(ledger.with_webhook)}",
         f"client answers: {dict(sorted(ledger.statuses.items()))}; error codes: {dict(ledger.codes)}; "
