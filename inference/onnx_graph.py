@@ -233,11 +233,69 @@ class Int4Fp32Variant(Int4Variant):
     accuracy_level = 0
 
 
+class Int8Variant(Variant):
+    """CPU variant: the GGUF's weights requantised to 8-bit blocks for ``MatMulNBits`` (``bits`` 8).
+
+    Each block of 32 dequantised weights gets one symmetric scale (``max|w| / 127``, zero point 128 by
+    default), so a weight moves by at most ``max|w| / 254`` of its block (the Q8_0 head is kept exactly:
+    its blocks already have that form).  ``accuracy_level`` 4: activations are quantised to int8 per
+    block of 32 inside MatMulNBits (per row, so rows of a batch do not affect each other), and the dot
+    products run on the integer (VNNI) kernels.  Compared with :class:`Int4Variant` it needs no offset
+    term (one node per projection instead of five) at the cost of twice the weight bytes.  Attention is
+    ``GroupQueryAttention`` as in :class:`Int4Variant`.
+    """
+
+    name = "int8"
+    revision = 1
+    fused_attention = True
+    accuracy_level = 4
+
+    def linear(self, g: GraphBuilder, x: str, w: Matrix, name: str) -> str:
+        wf = as_float(w)  # [out, in]
+        rows, cols = wf.shape
+        blocks = wf.reshape(rows, cols // QK, QK)
+        amax = np.abs(blocks).max(axis=-1)
+        scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)  # [out, blocks]
+        q = np.clip(np.rint(blocks / scale[..., None]), -127, 127).astype(np.int16) + 128
+        return g.op(
+            "MatMulNBits",
+            [x, g.const(f"{name}.qweight", q.astype(np.uint8)), g.const(f"{name}.scales", scale.reshape(-1))],
+            name=name, domain=MS_DOMAIN, K=cols, N=rows, bits=8, block_size=QK, accuracy_level=self.accuracy_level,
+        )
+
+
+class Int8DqVariant(Variant):
+    """CPU variant on ``com.microsoft.DynamicQuantizeMatMul`` (MLAS u8s8 GEMM): int8 weights with one
+    scale per output row, float32 input quantised to uint8 **per tensor** on every call.
+
+    The fastest GEMMs measured here at batch 16 (about 2x ``MatMulNBits`` with ``accuracy_level`` 4),
+    but one activation scale for the whole ``[batch, seq, in]`` input makes it the least accurate
+    variant (bench/README.md), and a row's numerics depend on the rows batched with it.  Kept as a
+    measured option, not recommended.  Weights: the GGUF's dequantised values, ``scale = max|row| / 127``.
+    """
+
+    name = "int8-dq"
+    revision = 1
+    fused_attention = True
+
+    def linear(self, g: GraphBuilder, x: str, w: Matrix, name: str) -> str:
+        wf = as_float(w)  # [out, in]
+        amax = np.abs(wf).max(axis=1)
+        scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+        q = np.clip(np.rint(wf / scale[:, None]), -127, 127).astype(np.int8)
+        qt = g.const(f"{name}.qweight_t", np.ascontiguousarray(q.T))  # [in, out]
+        return g.op(
+            "DynamicQuantizeMatMul", [x, qt, g.const(f"{name}.scales", scale)], name=name, domain=MS_DOMAIN
+        )
+
+
 VARIANTS: dict[str, type[Variant]] = {
     "fp32": Fp32Variant,
     "fp16": Fp16Variant,
     "int4": Int4Variant,
     "int4-fp32": Int4Fp32Variant,
+    "int8": Int8Variant,
+    "int8-dq": Int8DqVariant,
 }
 
 
