@@ -15,6 +15,7 @@ from gateway.fast_lane import install_fast_lane
 from gateway.health import install_health_routes
 from gateway.limits.lifecycle import start_limits, stop_limits
 from gateway.metrics import MetricsMiddleware
+from gateway.openapi_docs import install_openapi
 from gateway.request_service import RequestService
 from gateway.responses import JSONBytes
 from gateway.results_tail import ResultsTail
@@ -80,7 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.api_key_verifier = api_keys
         app.state.credential_verifiers = [api_keys, access_tokens]
         app.state.tiers = get_tier_config()
-        app.state.request_service = RequestService(engine, producer, app.state.tiers)
+        app.state.request_service = RequestService(engine, producer, app.state.tiers,
+                                                   publish_timeout_s=settings.publish_timeout_s)
         app.state.results_tail = ResultsTail(settings)
         await app.state.results_tail.start()
         await start_limits(app)  # rate limits and token quotas on submits (gateway/limits/)
@@ -120,5 +122,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.include_router(router)
 
     install_health_routes(app)
+    install_openapi(app)  # docs/openapi.json is this document (`lotabots schemas openapi`)
 
     return app

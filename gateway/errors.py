@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -89,6 +90,22 @@ def database_unavailable_error() -> ApiError:
                     headers={"Retry-After": "1"})
 
 
+def allowed_methods(app: FastAPI, path: str) -> str:
+    """`Allow` of a 405: every method of the path's routes. Starlette names only the first route's
+    methods, and a path such as /v1/api-keys has one route per method. Where templates overlap
+    (/v1/webhooks/deliveries/replay-failed and /v1/webhooks/deliveries/{delivery_id}) the one with the
+    fewest parameters is the path's: the document lists its methods under it."""
+    by_template: dict[str, set[str]] = {}
+    for route in iter_route_contexts(app.routes):
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            by_template.setdefault(route.path_format, set()).update(route_methods)
+    if not by_template:
+        return ""
+    template = min(by_template, key=lambda t: (t.count("{"), list(by_template).index(t)))
+    return ", ".join(sorted(by_template[template]))
+
+
 def _openai_error(status: int, code: str, message: str, param: str | None = None,
                   headers: dict[str, str] | None = None) -> JSONBytes:
     """The same refusal in OpenAI's error body, on the OpenAI-compatible routes (docs/openai.md)."""
@@ -125,11 +142,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONBytes:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request.app, request.url.path)}
         if is_openai_path(request.url.path):
-            return _openai_error(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
-        return JSONBytes(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+            return _openai_error(exc.status_code, code, str(exc.detail), None, headers)
+        return JSONBytes(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     async def _database(request: Request, exc: Exception) -> JSONBytes:
         if not database_unavailable(exc):

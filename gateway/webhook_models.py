@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gateway.webhook_secrets import SecretInfo
 from schemas.webhook_events import WebhookEventName
@@ -41,15 +41,25 @@ class RotateSecretBody(BaseModel):
     """The old secret keeps signing for `overlap_s` seconds (default: the `webhook_secret_overlap_s` setting)."""
 
     model_config = ConfigDict(extra="forbid")
-    overlap_s: Annotated[int, Field(ge=0, le=7 * 86400)] | None = None
+    overlap_s: Annotated[int, Field(ge=0, le=7 * 86400, strict=True)] | None = None
+
+
+def _date_time_text(value: object) -> object:
+    """An RFC 3339 string (pydantic would also read a number as seconds since the epoch)."""
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("a date-time string (RFC 3339) is expected")
+    return value
+
+
+DateTimeText = Annotated[datetime, BeforeValidator(_date_time_text)]
 
 
 class ReplayFailedBody(BaseModel):
     """Replay every failed delivery created in [since, until) (of one endpoint, if given)."""
 
     model_config = ConfigDict(extra="forbid")
-    since: datetime
-    until: datetime | None = None
+    since: DateTimeText
+    until: DateTimeText | None = None
     endpoint_id: str | None = None
 
 

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schemas_sub.add_parser("export", help="write the event models' JSON Schemas to schemas/jsonschema/")
     export.set_defaults(func=_schemas_export)
+    openapi = schemas_sub.add_parser("openapi", help="write the gateway's OpenAPI document (docs/openapi.json)")
+    openapi.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "openapi.json")
+    openapi.set_defaults(func=_schemas_openapi)
 
     for module in ("lotabots.cli_kafka", "lotabots.cli_k8s", "lotabots.cli_auth", "lotabots.cli_usage",
                    "lotabots.cli_webhooks", "lotabots.cli_autoscale", "lotabots.cli_autonomy", "lotabots.cli_bench"):
@@ -242,6 +245,14 @@ def _schemas_export(args: argparse.Namespace) -> int:
 
     for path in export_json_schemas(Path(__file__).resolve().parent.parent / "schemas" / "jsonschema"):
         print(path)
+    return 0
+
+
+def _schemas_openapi(args: argparse.Namespace) -> int:
+    from gateway.openapi_docs import openapi_json
+
+    args.out.write_text(openapi_json())
+    print(args.out)
     return 0
 
 

@@ -16,6 +16,7 @@ from gateway.auth.services import AuthServices, build_auth_services
 from gateway.errors import install_error_handlers
 from gateway.health import install_health_routes
 from gateway.metrics import MetricsMiddleware
+from gateway.openapi_docs import install_openapi
 from gateway.responses import JSONBytes
 from lotabots.db import make_engine
 from lotabots.kafka_io import make_producer
@@ -70,5 +71,6 @@ def create_auth_app(settings: Settings | None = None, *, events: AuthEventSink |
         app.include_router(router)
 
     install_health_routes(app)
+    install_openapi(app, "The LotaBots user authentication service (also embedded in the gateway).")
 
     return app

@@ -17,7 +17,9 @@ from gateway.errors import ApiError
 from lotabots.dev_smtp import Mailbox
 from lotabots.settings import Settings
 
-router = APIRouter(tags=["development"])
+# Not in the OpenAPI document: a development aid (off unless the development SMTP server is in use, and
+# loopback only), not part of the public API that clients and generated SDKs build on.
+router = APIRouter(tags=["development"], include_in_schema=False)
 
 
 def _mailbox(request: Request) -> Mailbox:

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from gateway.api_models import ChatCompletion
 from gateway.openai_compat import (
     failure_error,
     openai_error_body,
@@ -24,6 +25,7 @@ from gateway.openai_compat import (
     unix,
     wait_settled,
 )
+from gateway.openapi_docs import SSE_CONTENT, body_ref, errors, success
 from gateway.responses import JSONBytes
 from gateway.routers.streaming import cancel_when_gone, output_items
 from gateway.sse import KEEPALIVE, EventStreamResponse
@@ -54,6 +56,19 @@ class ChatCompletionMessage(BaseModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
+def _bool_only(value: object) -> object:
+    """`Literal[False]` alone would take 0 (0 == False in Python); JSON's `false` is no number."""
+    if not isinstance(value, bool):
+        raise ValueError("a boolean is expected")
+    return value
+
+
+def _number_only(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("a number is expected")
+    return value
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
@@ -65,9 +80,10 @@ class ResponseFormat(BaseModel):
 
 
 class ChatCompletionBody(BaseModel):
-    """What `POST /v1/chat/completions` accepts (docs/openai.md lists what is refused and why)."""
+    """What `POST /v1/chat/completions` accepts (docs/openai.md lists what is refused and why).
+    `stream_options` only with `stream: true`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is no 1, `0` no false
     model: Annotated[str, Field(min_length=1, max_length=200)]
     messages: Annotated[list[ChatCompletionMessage], Field(min_length=1, max_length=256)]
     max_tokens: int | None = Field(default=None, ge=1)
@@ -82,9 +98,9 @@ class ChatCompletionBody(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    presence_penalty: Literal[0] = 0
-    frequency_penalty: Literal[0] = 0
-    logprobs: Literal[False] = False
+    presence_penalty: Annotated[Literal[0], BeforeValidator(_number_only)] = 0
+    frequency_penalty: Annotated[Literal[0], BeforeValidator(_number_only)] = 0
+    logprobs: Annotated[Literal[False], BeforeValidator(_bool_only)] = False
     # accepted and ignored: what the platform already does or does not keep
     store: bool | None = None
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(default=None, max_length=16)
@@ -141,8 +157,20 @@ def _parse(raw: bytes) -> ChatCompletionBody:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
-@router.post("/completions", response_model=None, openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-    "schema": ChatCompletionBody.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
+@router.post(
+    "/completions", response_model=ChatCompletion,
+    openapi_extra=body_ref(ChatCompletionBody, {"model": "smollm2-135m-instruct", "max_tokens": 4,
+                                                "messages": [{"role": "user", "content": "Say hi"}]}),
+    responses={**success(200, "A `chat.completion`; with `stream: true` `chat.completion.chunk` events "
+                              "(`text/event-stream`), then `data: [DONE]`",
+                         "Location", "RateLimit-Policy", "RateLimit", "Idempotent-Replayed", "LotaBots-Request-Id",
+                         content=SSE_CONTENT),
+               **errors(400, 403, 404, 409, 429, 500, 503, 504, openai=True,
+                        e403="missing scope, or the autonomy level No AI applies (`autonomy_no_ai`)",
+                        e404="no such model (`model_not_found`)",
+                        e409="the autonomy level needs a human decision (`approval_required`)",
+                        e500="the generation failed (its code, e.g. `inference_error`)")},
+)
 async def create_chat_completion(request: Request) -> JSONBytes | EventStreamResponse:
     """OpenAI chat completions: the official SDKs work with `base_url=<gateway>/v1`."""
     body = _parse(await request.body())

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.api_models import ResponseObject
 from gateway.errors import ApiError
 from gateway.openai_compat import (
     openai_error_body,
@@ -32,6 +33,7 @@ from gateway.openai_compat import (
     unix,
     wait_settled,
 )
+from gateway.openapi_docs import SSE_CONTENT, body_ref, errors, success
 from gateway.request_models import request_resource
 from gateway.responses import JSONBytes
 from gateway.routers.streaming import output_items
@@ -79,7 +81,7 @@ class TextConfig(BaseModel):
 class CreateResponseBody(BaseModel):
     """What `POST /v1/responses` accepts (docs/openai.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is no 1, `0` no false
     model: Annotated[str, Field(min_length=1, max_length=200)]
     input: Text | Annotated[list[InputMessage], Field(min_length=1, max_length=256)]
     instructions: Text | None = None
@@ -167,8 +169,21 @@ def _model_for(request: Request, resource: dict[str, Any]) -> str:
     return served_models(request.app.state.settings)[0].id
 
 
-@router.post("", response_model=None, openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-    "schema": CreateResponseBody.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
+@router.post(
+    "", response_model=ResponseObject,
+    openapi_extra=body_ref(CreateResponseBody, {"model": "smollm2-135m-instruct", "input": "Say hi",
+                                                "max_output_tokens": 4},
+                           {"model": "smollm2-135m-instruct", "input": "Say hi", "background": True,
+                            "max_output_tokens": 4}),
+    responses={**success(200, "The response (`background: true`: at once, `queued`); with `stream: true` "
+                              "`text/event-stream` response events",
+                         "Location", "RateLimit-Policy", "RateLimit", "Idempotent-Replayed", "LotaBots-Request-Id",
+                         content=SSE_CONTENT),
+               **errors(400, 403, 404, 409, 429, 503, 504, openai=True,
+                        e403="missing scope, or the autonomy level No AI applies (`autonomy_no_ai`)",
+                        e404="no such model (`model_not_found`)",
+                        e409="the autonomy level needs a human decision (`approval_required`)")},
+)
 async def create_response(request: Request) -> JSONBytes | EventStreamResponse:
     """Create a response; `background: true` answers at once (`queued`) and the work goes on."""
     try:
@@ -193,7 +208,10 @@ async def _own(request: Request, response_id: str, scope: str) -> tuple[Principa
     return who, request_resource(await request.app.state.request_service.get(who, response_id))
 
 
-@router.get("/{response_id}", response_model=None)
+@router.get("/{response_id}", response_model=ResponseObject,
+            responses={**success(200, "The response; with `stream=true` its events (`text/event-stream`)",
+                                 content=SSE_CONTENT),
+                       **errors(400, openai=True)})
 async def retrieve_response(
     response_id: str, request: Request,
     stream: Annotated[bool, Query(description="stream the response's events")] = False,
@@ -206,7 +224,8 @@ async def retrieve_response(
     return JSONBytes(response_object(resource, model))
 
 
-@router.post("/{response_id}/cancel")
+@router.post("/{response_id}/cancel", response_model=ResponseObject,
+             responses=errors(400, 409, openai=True, e400="the response already ended (`response_already_finished`)"))
 async def cancel_response(response_id: str, request: Request) -> JSONBytes:
     """Cancel a response that is still going; a finished one is answered as it is (OpenAI: 400)."""
     who, resource = await _own(request, response_id, "requests:write")

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
+from gateway.api_models import RequestList, RequestResource
 from gateway.long_poll import prefer_wait, wait_for_outcome
+from gateway.openapi_docs import SUBMIT_HEADERS, body_ref, errors, success
 from gateway.request_models import SubmitRequestBody, request_resource
 from gateway.request_service import RequestService
 from gateway.responses import JSONBytes
@@ -25,17 +27,49 @@ def _service(request: Request) -> RequestService:
 _SUBMIT_BODY = TypeAdapter(SubmitRequestBody)
 
 
+_SUBMIT_DOC = body_ref(
+    SubmitRequestBody,
+    {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4},
+    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour"}],
+     "max_tokens": 4, "conversation_id": "conv-42", "temperature": 0.7, "seed": 7},
+)
+_SUBMIT_DOC["parameters"] = [
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+     "description": "same key + same body = the same request (answered again, `Idempotent-Replayed: true`); "
+                    "same key + another body = 409 `idempotency_key_reused`"},
+    {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "`wait=N`: hold the answer up to N seconds (capped by the server) until the request ends; "
+                    "`Preference-Applied` says what was applied"},
+]
+
+
+# The fast lane (gateway/fast_lane.py) calls this function directly for POST /v1/requests: the
+# decorator's arguments are documentation only and never run on the hot path.
 @router.post(
-    "", status_code=202,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": SubmitRequestBody.model_json_schema(ref_template="#/components/schemas/{model}")}}},
-        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},
-                       {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
-                        "description": "wait=N: hold the answer up to N seconds until the request ends"}]},
+    "", status_code=202, response_model=RequestResource, openapi_extra=_SUBMIT_DOC,
+    responses={**success(202, "Accepted: the request is durable and queued (with `Prefer: wait=N`, possibly "
+                              "already finished). `\"stream\": true` or `Accept: text/event-stream` answers "
+                              "the SSE stream of GET /v1/requests/{id}/stream instead",
+                         *SUBMIT_HEADERS, "Preference-Applied"),
+               **errors(409, 422, 429, e409="this Idempotency-Key was used with another body "
+                                            "(`idempotency_key_reused`)",
+                        e422="invalid body (`invalid_request`), `max_tokens` above the tier's cap "
+                             "(`max_tokens_exceeds_tier_cap`), an Idempotency-Key outside 1..255 characters, "
+                             "or webhook/autonomy fields this request may not use"),
+               **errors(503, e503="the queue or the database is unavailable; retry with the same "
+                                  "Idempotency-Key")},
 )
 async def submit_request(request: Request) -> JSONBytes:
-    """Queue a chat request. The hot path of the API: it reads headers and body itself instead of through
-    FastAPI's dependency solver (which cost a quarter of a submit's CPU); errors keep the same shapes."""
+    """Queue a chat request.
+
+    Answers 202 with the request (status `queued`, or further on with `Prefer: wait=N`) and its
+    `Location`. `max_tokens` defaults to min(128, the tier's cap) and may not exceed the tier's cap
+    (free 256, pro 1024, enterprise 4096 by default: 422 `max_tokens_exceeds_tier_cap`). `webhook_events_filter`
+    needs `webhook`; `webhook` and `webhook_endpoint_id` exclude each other; `autonomy_level` may not be
+    above the level the policy resolves for `task`/`context` (docs/autonomy.md)."""
+    # The hot path of the API: it reads headers and body itself instead of through FastAPI's dependency
+    # solver (which cost a quarter of a submit's CPU); errors keep the same shapes.
     who = await authorize(request, "requests:write")
     raw = await request.body()
     try:
@@ -76,7 +110,7 @@ async def _wait(request: Request, who: Principal, request_id: str, seconds: floa
                                   request_id, seconds)
 
 
-@router.get("")
+@router.get("", response_model=RequestList, responses=errors(422))
 async def list_requests(
     request: Request,
     who: Annotated[Principal, Depends(require_scope("requests:read"))],
@@ -88,7 +122,7 @@ async def list_requests(
     return JSONBytes({"data": [request_resource(r) for r in rows], "next_cursor": next_cursor})
 
 
-@router.get("/{request_id}")
+@router.get("/{request_id}", response_model=RequestResource, responses=errors(422))
 async def get_request(
     request_id: str, request: Request, who: Annotated[Principal, Depends(require_scope("requests:read"))],
     wait: Annotated[float | None, Query(ge=0, description="long-poll: hold up to N seconds (capped)")] = None,
@@ -99,7 +133,8 @@ async def get_request(
     return JSONBytes(request_resource(await _service(request).get(who, request_id)))
 
 
-@router.post("/{request_id}/cancel", status_code=202)
+@router.post("/{request_id}/cancel", status_code=202, response_model=RequestResource,
+             responses=errors(409, e409="the request already ended (`request_already_finished`)"))
 async def cancel_request(
     request_id: str, request: Request, who: Annotated[Principal, Depends(require_scope("requests:write"))]
 ) -> JSONBytes:

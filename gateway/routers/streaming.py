@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
 
 from gateway.errors import ApiError
+from gateway.openapi_docs import SSE_EVENT, errors
 from gateway.request_models import request_resource
 from gateway.security import Principal, authorize
 from gateway.sse import KEEPALIVE, EventStreamResponse, sse_event
@@ -105,16 +106,24 @@ def native_stream(request: Request, who: Principal, resource: dict[str, Any], af
 
 
 @router.get(
-    "/{request_id}/stream", response_model=None,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                     "description": "token events, then one done event with the request"}},
+    "/{request_id}/stream", response_model=None, response_class=EventStreamResponse,
+    openapi_extra={"parameters": [{"name": "Last-Event-ID", "in": "header", "required": False,
+                                   "schema": {"type": "string"},
+                                   "description": "resume after this text position (an SSE client sends it)"}]},
+    responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT, "example":
+                                 'retry: 2000\n\nevent: token\nid: 3\ndata: {"delta":"Hi!","position":3}\n\n'}},
+                     "description": "`token` events, `restart` if another worker's run wrote different text, "
+                                    "then one `done` event whose data is the request"},
+               **errors(422, e422="`Last-Event-ID` is not a non-negative integer (`invalid_last_event_id`), "
+                                  "or an invalid parameter")},
 )
 async def stream_request(
     request_id: str, request: Request,
     after: Annotated[int | None, Query(ge=0, description="resume after this text position")] = None,
     cancel_on_disconnect: Annotated[bool, Query(description="cancel the request if the client leaves")] = False,
 ) -> EventStreamResponse:
-    """The request's output as it is generated (Server-Sent Events)."""
+    """The request's output as it is generated (Server-Sent Events). Resume with `Last-Event-ID` (a text
+    position) or `?after=N` (which wins). `cancel_on_disconnect=true` also needs `requests:write`."""
     who = await authorize(request, "requests:read")
     position = resume_position(request.headers.get("last-event-id"), after)
     if cancel_on_disconnect and not who.has_scope("requests:write"):

@@ -7,20 +7,25 @@ keep their stable codes; an unreachable usage service is a 503.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
+from gateway.api_models import Invoice, SqlResult, UsageReport
 from gateway.errors import ApiError
+from gateway.openapi_docs import errors
 from gateway.responses import JSONBytes
 from gateway.security import Principal, require_scope
 
 PLATFORM_FINANCE_SCOPE = "platform:admin"  # operators see every tenant; everyone else only their own
 
 router = APIRouter(tags=["usage"])
+_DIM = "(day|model|tier|autonomy_level)"
+_GROUP_BY = f"^({_DIM}(,{_DIM})*)?$"  # the usage service checks it (422 invalid_group_by); documented here
 
 
 class AnalyticsSqlBody(BaseModel):
@@ -60,13 +65,24 @@ async def _ask(request: Request, method: str, path: str, **kw: Any) -> Any:
     return body
 
 
-@router.get("/v1/usage")
+def _iso_day(value: object) -> object:
+    """YYYY-MM-DD only (pydantic would also read a number as days or seconds since the epoch)."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a date as YYYY-MM-DD is expected")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_iso_day)]
+
+
+@router.get("/v1/usage", response_model=UsageReport, responses=errors(422))
 async def get_usage(
     request: Request,
     who: Annotated[Principal, Depends(require_scope("usage:read"))],
-    start: Annotated[date | None, Query(description="first day (UTC), default 30 days ago")] = None,
-    end: Annotated[date | None, Query(description="last day (UTC), inclusive, default today")] = None,
-    group_by: Annotated[str, Query(description="comma list of day, model, tier, autonomy_level")] = "day",
+    start: Annotated[Day | None, Query(description="first day (UTC), default 30 days ago")] = None,
+    end: Annotated[Day | None, Query(description="last day (UTC), inclusive, default today")] = None,
+    group_by: Annotated[str, Query(description="comma list of day, model, tier, autonomy_level",
+                                   json_schema_extra={"pattern": _GROUP_BY})] = "day",
 ) -> JSONBytes:
     today = datetime.now(UTC).date()
     end = end or today
@@ -77,7 +93,7 @@ async def get_usage(
     return JSONBytes(body)
 
 
-@router.get("/v1/billing/invoices")
+@router.get("/v1/billing/invoices", response_model=Invoice, responses=errors(422))
 async def get_invoices(
     request: Request,
     who: Annotated[Principal, Depends(require_scope("billing:read"))],
@@ -90,7 +106,8 @@ async def get_invoices(
     return JSONBytes(invoice)
 
 
-@router.post("/v1/analytics/sql")
+@router.post("/v1/analytics/sql", response_model=SqlResult,
+             responses=errors(422, e422="not one SELECT over the usage tables, or a query ClickHouse refused"))
 async def post_analytics_sql(
     request: Request,
     who: Annotated[Principal, Depends(require_scope("billing:read"))],
