@@ -96,9 +96,17 @@ export async function chatView(main) {
     }
   }
 
-  async function loadHistory() {
+  // The requests behind the list, newest first: a page of 100 at first, older pages on demand.
+  let historyRows = [];
+  let historyCursor = null;
+
+  async function loadHistory(older = false) {
     try {
-      renderHistory((await get("/v1/requests?limit=100")).data);
+      const query = older && historyCursor ? `&cursor=${encodeURIComponent(historyCursor)}` : "";
+      const page = await get(`/v1/requests?limit=100${query}`);
+      historyRows = older ? historyRows.concat(page.data) : page.data;
+      historyCursor = page.next_cursor;
+      renderHistory(historyRows);
     } catch (err) {
       replace(historyList, errorBox(err));
     }
@@ -127,6 +135,10 @@ export async function chatView(main) {
       }, h("span", { class: "title" }, title),
       h("span", { class: "meta" }, `${reqs.length} request${reqs.length > 1 ? "s" : ""} · ${latest.status} · ${when(latest.created_at)}`)));
     })));
+    if (historyCursor) {  // older conversations: the next page of requests, appended
+      historyList.append(h("button", { type: "button", id: "history-older", class: "link",
+        onclick: () => loadHistory(true) }, "Show older conversations"));
+    }
   }
 
   function open(key, latest) {
