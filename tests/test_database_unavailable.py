@@ -42,6 +42,13 @@ async def app_on_own_postgres(tmp_path: Path) -> AsyncIterator[tuple[httpx.Async
             await conn.execute(text("INSERT INTO t VALUES (1), (1)"))
         return {}
 
+    @app.get("/nul")
+    async def nul() -> dict:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TEMP TABLE n (s text)"))
+            await conn.execute(text("INSERT INTO n VALUES (:s)"), {"s": "a\x00b"})
+        return {}
+
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         try:
@@ -73,6 +80,12 @@ async def test_a_constraint_violation_is_not_an_outage(app_on_own_postgres) -> N
     client, _ = app_on_own_postgres
     r = await client.get("/duplicate")
     assert r.status_code == 500  # a bug in the caller, not a reason to tell clients to retry
+
+
+async def test_text_postgresql_cannot_hold_is_a_422_not_a_500(app_on_own_postgres) -> None:  # type: ignore[no-untyped-def]
+    client, _ = app_on_own_postgres
+    r = await client.get("/nul")
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_text")
 
 
 def test_only_database_frames_make_a_connection_error_the_databases() -> None:

@@ -37,7 +37,7 @@ router = APIRouter(tags=["autonomy"])
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 Reader = Annotated[Principal, Depends(require_scope("requests:read"))]
 Writer = Annotated[Principal, Depends(require_scope("requests:write"))]
-Name = Annotated[str, Field(min_length=1, max_length=100)]
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern="^[^\u0000]*$")]  # PostgreSQL text holds no NUL
 _RULE_422 = "invalid body, or neither `task` nor `context` given (`rule_needs_task_or_context`)"
 _DECIDE_409 = ("the request is not awaiting a decision (`request_not_awaiting_approval`, "
                "`request_already_decided`, `decision_not_applicable`)")

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gateway.api_models import RequestList, RequestResource
 from gateway.long_poll import prefer_wait, wait_for_outcome
-from gateway.openapi_docs import SUBMIT_HEADERS, body_ref, errors, success
+from gateway.openapi_docs import SSE_CONTENT, SUBMIT_HEADERS, body_ref, errors, success
 from gateway.request_models import SubmitRequestBody, request_resource
 from gateway.request_service import RequestService
 from gateway.responses import JSONBytes
@@ -48,7 +48,9 @@ _SUBMIT_DOC["parameters"] = [
 # decorator's arguments are documentation only and never run on the hot path.
 @router.post(
     "", status_code=202, response_model=RequestResource, openapi_extra=_SUBMIT_DOC,
-    responses={**success(202, "Accepted: the request is durable and queued (with `Prefer: wait=N`, possibly "
+    responses={200: {"description": "`\"stream\": true` or `Accept: text/event-stream`: the request is durable "
+                          "and its events follow (as GET /v1/requests/{id}/stream)", "content": SSE_CONTENT},
+               **success(202, "Accepted: the request is durable and queued (with `Prefer: wait=N`, possibly "
                               "already finished). `\"stream\": true` or `Accept: text/event-stream` answers "
                               "the SSE stream of GET /v1/requests/{id}/stream instead",
                          *SUBMIT_HEADERS, "Preference-Applied"),
