@@ -14,6 +14,7 @@ import os
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -315,27 +316,22 @@ async def _until_isr(cluster: LocalCluster, topic: str, isr: set[int]) -> None:
 # --------------------------------------------------------------------------- the platform on the cluster
 
 
-@pytest.mark.integration
-async def test_submit_to_result_through_the_stack_while_a_broker_is_killed_and_restarted(  # type: ignore[no-untyped-def]
-    healed: LocalCluster, postgres, tmp_path: Path,
-) -> None:
-    """The real gateway, result writer and inference worker on the 3-node cluster: every 202 succeeds,
-    before, during and after a broker's SIGKILL and restart (what the chaos suite builds on)."""
-    import httpx
-
+async def _stack_on_cluster(cluster: LocalCluster, postgres: Any, tmp_path: Path, tenant: str,
+                            **extra_env: str) -> tuple[Any, str]:
+    """Gateway, result writer and a pro inference worker (simulated engine) on the cluster, and a pro
+    tenant's API key: the set-up of the tests below."""
     from gateway.tenants import create_tenant
     from lotabots.db import make_engine, migrate
     from lotabots.tiers import load_tier_config
     from tests.services import free_ports
     from tests.stack import Stack
 
-    cluster = healed
     tiers = load_tier_config(REPO / "lotabots" / "tiers.toml")
     await sync_topics(cluster.bootstrap, await catalogue_for(cluster.bootstrap, tiers))
     await asyncio.to_thread(migrate, postgres.url)
     engine = make_engine(postgres.url)
     try:
-        _, key = await create_tenant(engine, tiers, "cluster-test", "pro")
+        _, key = await create_tenant(engine, tiers, tenant, "pro")
     finally:
         await engine.dispose()
     (data := tmp_path / "data").mkdir()
@@ -348,16 +344,30 @@ async def test_submit_to_result_through_the_stack_while_a_broker_is_killed_and_r
         "LOTABOTS_USAGE_PORT": str(usage_port), "LOTABOTS_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "LOTABOTS_KAFKA_HEARTBEAT_INTERVAL_MS": "1000", "LOTABOTS_INFERENCE_BACKEND": "simulated",
         "LOTABOTS_SIMULATED_MS_PER_TOKEN": "5", "LOTABOTS_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+        **extra_env,
     }  # fmt: skip
     stack = Stack(env, logs, f"http://127.0.0.1:{gw_port}")
     stack.spawn("gateway", "serve", "gateway")
     stack.spawn("results", "worker", "results")
     stack.spawn("inference-pro", "worker", "inference", "--tier", "pro")
+    return stack, key.key
+
+
+@pytest.mark.integration
+async def test_submit_to_result_through_the_stack_while_a_broker_is_killed_and_restarted(  # type: ignore[no-untyped-def]
+    healed: LocalCluster, postgres, tmp_path: Path,
+) -> None:
+    """The real gateway, result writer and inference worker on the 3-node cluster: every 202 succeeds,
+    before, during and after a broker's SIGKILL and restart (what the chaos suite builds on)."""
+    import httpx
+
+    cluster = healed
+    stack, api_key = await _stack_on_cluster(cluster, postgres, tmp_path, "cluster-test")
     body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
     try:
         await asyncio.to_thread(stack.wait_gateway, 180)
         async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=120,
-                                     headers={"Authorization": f"Bearer {key.key}"}) as api:
+                                     headers={"Authorization": f"Bearer {api_key}"}) as api:
 
             async def submit(i: int) -> str:
                 while True:  # a client that retries as told (503 + Retry-After, same Idempotency-Key)
@@ -410,37 +420,9 @@ async def test_a_submit_kafka_cannot_acknowledge_is_a_503_and_its_retry_one_requ
     which the producer kept retrying, lands too: a harmless duplicate)."""
     import httpx
 
-    from gateway.tenants import create_tenant
-    from lotabots.db import make_engine, migrate
-    from lotabots.tiers import load_tier_config
-    from tests.services import free_ports
-    from tests.stack import Stack
-
     cluster = healed
-    tiers = load_tier_config(REPO / "lotabots" / "tiers.toml")
-    await sync_topics(cluster.bootstrap, await catalogue_for(cluster.bootstrap, tiers))
-    await asyncio.to_thread(migrate, postgres.url)
-    engine = make_engine(postgres.url)
-    try:
-        _, key = await create_tenant(engine, tiers, "publish-timeout-test", "pro")
-    finally:
-        await engine.dispose()
-    (data := tmp_path / "data").mkdir()
-    (logs := tmp_path / "logs").mkdir()
-    gw_port, usage_port = free_ports(2)
-    env = {
-        **os.environ,
-        "LOTABOTS_DATA_DIR": str(data), "LOTABOTS_DATABASE_URL": postgres.url,
-        "LOTABOTS_KAFKA_BOOTSTRAP": cluster.bootstrap, "LOTABOTS_GATEWAY_PORT": str(gw_port),
-        "LOTABOTS_USAGE_PORT": str(usage_port), "LOTABOTS_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "LOTABOTS_KAFKA_HEARTBEAT_INTERVAL_MS": "1000", "LOTABOTS_INFERENCE_BACKEND": "simulated",
-        "LOTABOTS_SIMULATED_MS_PER_TOKEN": "5", "LOTABOTS_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
-        "LOTABOTS_PUBLISH_TIMEOUT_S": "3",
-    }  # fmt: skip
-    stack = Stack(env, logs, f"http://127.0.0.1:{gw_port}")
-    stack.spawn("gateway", "serve", "gateway")
-    stack.spawn("results", "worker", "results")
-    stack.spawn("inference-pro", "worker", "inference", "--tier", "pro")
+    stack, api_key = await _stack_on_cluster(cluster, postgres, tmp_path, "publish-timeout-test",
+                                             LOTABOTS_PUBLISH_TIMEOUT_S="3")
     body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8}
     idempotency_key = f"publish-timeout-{uuid.uuid4().hex[:8]}"
     down: list[int] = []
@@ -448,7 +430,7 @@ async def test_a_submit_kafka_cannot_acknowledge_is_a_503_and_its_retry_one_requ
         await asyncio.to_thread(stack.wait_gateway, 180)
         # the timeout is a hang guard: without the bounded wait the submit below would not answer at all
         async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=GUARD_S,
-                                     headers={"Authorization": f"Bearer {key.key}"}) as api:
+                                     headers={"Authorization": f"Bearer {api_key}"}) as api:
 
             async def terminal(rid: str) -> str:
                 async with asyncio.timeout(GUARD_S):
