@@ -25,7 +25,7 @@ from gateway.openai_compat import (
     unix,
     wait_settled,
 )
-from gateway.openapi_docs import SSE_CONTENT, body_ref, errors, success
+from gateway.openapi_docs import SSE_CONTENT, SUBMIT_HEADERS, body_ref, errors, success
 from gateway.responses import JSONBytes
 from gateway.routers.streaming import cancel_when_gone, output_items
 from gateway.sse import KEEPALIVE, EventStreamResponse
@@ -163,7 +163,7 @@ def _parse(raw: bytes) -> ChatCompletionBody:
                                                 "messages": [{"role": "user", "content": "Say hi"}]}),
     responses={**success(200, "A `chat.completion`; with `stream: true` `chat.completion.chunk` events "
                               "(`text/event-stream`), then `data: [DONE]`",
-                         "Location", "RateLimit-Policy", "RateLimit", "Idempotent-Replayed", "LotaBots-Request-Id",
+                         *SUBMIT_HEADERS, "LotaBots-Request-Id",
                          content=SSE_CONTENT),
                **errors(400, 403, 404, 409, 429, 500, 503, 504, openai=True,
                         e403="missing scope, or the autonomy level No AI applies (`autonomy_no_ai`)",

@@ -33,7 +33,7 @@ from gateway.openai_compat import (
     unix,
     wait_settled,
 )
-from gateway.openapi_docs import SSE_CONTENT, body_ref, errors, success
+from gateway.openapi_docs import SSE_CONTENT, SUBMIT_HEADERS, body_ref, errors, success
 from gateway.request_models import request_resource
 from gateway.responses import JSONBytes
 from gateway.routers.streaming import output_items
@@ -177,7 +177,7 @@ def _model_for(request: Request, resource: dict[str, Any]) -> str:
                             "max_output_tokens": 4}),
     responses={**success(200, "The response (`background: true`: at once, `queued`); with `stream: true` "
                               "`text/event-stream` response events",
-                         "Location", "RateLimit-Policy", "RateLimit", "Idempotent-Replayed", "LotaBots-Request-Id",
+                         *SUBMIT_HEADERS, "LotaBots-Request-Id",
                          content=SSE_CONTENT),
                **errors(400, 403, 404, 409, 429, 503, 504, openai=True,
                         e403="missing scope, or the autonomy level No AI applies (`autonomy_no_ai`)",
