@@ -22,10 +22,11 @@ PROMPTS = [
 ]
 
 
-def run(model, concurrency: int, tokens: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def run(model, concurrency: int, tokens: int, prefill_step_ratio: float | None = None) -> dict[str, float]:  # type: ignore[no-untyped-def]
     from inference.scheduler import BatchScheduler, SequenceParams
 
-    sched = BatchScheduler(model, max_batch=max(concurrency, 1))
+    kw = {} if prefill_step_ratio is None else {"prefill_step_ratio": prefill_step_ratio}
+    sched = BatchScheduler(model, max_batch=max(concurrency, 1), **kw)
     sched.start()
     done = threading.Event()
     results = []
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--variant", default="fp32")
     ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--prefill-step-ratio", type=float, default=None,
+                    help="the scheduler's prefill_step_ratio (default: the scheduler's own; 0 = whole chunks)")
     args = ap.parse_args()
     from inference.engine import prepare
     from inference.model_build import build_model
@@ -71,7 +74,7 @@ def main() -> None:
     run(model, 1, 8)  # warm-up
     base = None
     for c in (int(x) for x in args.concurrency.split(",")):
-        r = run(model, c, args.tokens)
+        r = run(model, c, args.tokens, args.prefill_step_ratio)
         base = base or r["tok_s"]
         print(f"{args.variant} concurrency {c:3d}: {r['tok_s']:7.1f} tok/s aggregate  ({r['tok_s'] / base:4.2f}x single)"
               f"  per-sequence decode {r['per_seq_decode_tok_s']:6.1f} tok/s  TTFT p50 {r['ttft_p50_ms']:6.0f} ms"

@@ -28,7 +28,8 @@ from consumers.dead_letter import DeadLetterStep
 from consumers.offsets import OffsetTracker
 from consumers.token_publisher import TokenPublisher
 from inference.autonomy_profiles import AutonomyProfiles
-from inference.engine import ChatModel
+from inference.engine import ChatModel, open_scheduler
+from inference.prefix_cache import PREFIX_CACHE_METRICS
 from inference.scheduler import BatchScheduler, SequenceParams, SequenceResult
 from lotabots.ids import new_id
 from lotabots.kafka_io import decode, encode, make_consumer, make_producer
@@ -69,10 +70,9 @@ class InferenceWorker:
 
             self.scheduler = RemoteGenerationScheduler.from_settings(model, settings, max_batch)  # type: ignore[arg-type]
         else:
-            self.scheduler = BatchScheduler(
-                model, max_batch=max_batch or settings.inference_max_batch,
-                max_tokens_in_flight=settings.inference_max_tokens_in_flight,
-            )
+            self.scheduler = open_scheduler(model, settings, max_batch)
+            if self.scheduler.prefix_cache is not None:
+                PREFIX_CACHE_METRICS.watch(tier, self.scheduler.prefix_cache)
         self.tokens: TokenPublisher | None = None
         self.offsets = OffsetTracker()
         # levels of autonomy: per-level prompt template and generation settings (docs/autonomy.md)

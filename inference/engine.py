@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from inference.model_files import LoadedModel, load_model
+from inference.prefix_cache import PrefixCache
+from inference.scheduler import BatchScheduler
 from lotabots.settings import Settings
 
 ChatModel = LoadedModel
@@ -31,3 +33,15 @@ def open_chat_model(settings: Settings) -> LoadedModel:
 
         return prepare(DeviceModel(model))  # type: ignore[arg-type]
     return prepare(model)
+
+
+def open_scheduler(model: LoadedModel, settings: Settings, max_batch: int | None = None) -> BatchScheduler:
+    """The batch scheduler over ``model`` with the settings' batch, admission, prefill and prefix-cache bounds."""
+    return BatchScheduler(
+        model, max_batch=max_batch or settings.inference_max_batch,
+        max_tokens_in_flight=settings.inference_max_tokens_in_flight,
+        prefill_chunk=settings.inference_prefill_chunk,
+        prefill_step_ratio=settings.inference_prefill_step_ratio,
+        prefill_whole_tokens=settings.inference_prefill_whole_tokens,
+        prefix_cache=PrefixCache(settings.inference_prefix_cache_mb << 20, block=settings.inference_prefix_block),
+    )

@@ -6,6 +6,15 @@ as soon as their prefill ends and leave it the step they finish, so the batch ne
 slowest member. The batch's KV cache is left-padded (all rows end at the same column; pad columns are
 masked), so one forward call serves rows of different lengths; each row keeps its own real positions.
 Prompts are never recomputed once a sequence is in the batch.
+
+Chunked prefill: with no row decoding, a prompt is prefilled ``prefill_chunk`` tokens per call. While
+rows decode, a prompt longer than ``prefill_whole_tokens`` is cut into chunks sized (from the measured
+time of the previous chunk) to take about ``prefill_step_ratio`` of a decode step, so a 2,000-token
+prompt stretches the running streams' token gaps by that share instead of stalling them for seconds;
+the price is that prompt's own time to first token (bench/README.md, "Scheduler").
+
+Prefix KV cache (inference.prefix_cache): a prompt starts its prefill after the longest prefix whose KV
+a recent sequence left behind (a finished row's prompt and generated tokens, or a prefilled prompt).
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ from typing import Protocol
 
 import numpy as np
 
+from inference.prefix_cache import PrefixCache
 from inference.sampling import TokenSampler
 
 log = logging.getLogger(__name__)
 
 
 KV = tuple[np.ndarray, np.ndarray]
+
+MIN_PREFILL_CHUNK = 4  # a prefill always advances by at least this many tokens per step
 
 
 class DecoderModel(Protocol):
@@ -135,6 +147,7 @@ class _Sequence:
     stream_broken: bool = False  # the decoded text changed behind what was streamed: the result settles it
     unstreamed_tokens: int = 0  # generated tokens not yet covered by a delta
     deltas: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
     @property
     def reserved_tokens(self) -> int:
@@ -147,12 +160,24 @@ class BatchScheduler:
     def __init__(
         self, model: DecoderModel, *, max_batch: int = 16, max_tokens_in_flight: int = 32_768,
         prefill_chunk: int = 256, on_tokens: Callable[[list[TokenDelta]], None] | None = None,
+        prefix_cache: PrefixCache | None = None, prefill_step_ratio: float = 0.75, prefill_whole_tokens: int = 64,
     ) -> None:
         self.model = model
-        self._kv_ops: KVOps = getattr(model, "kv_ops", None) or NumpyKVOps()
+        device_kv = getattr(model, "kv_ops", None)
+        self._kv_ops: KVOps = device_kv or NumpyKVOps()
+        # the prefix cache holds host arrays; a device-resident cache (inference.gpu_runner) does without
+        self.prefix_cache = prefix_cache if prefix_cache is not None and prefix_cache.enabled and not device_kv \
+            else None
         self.max_batch = max_batch
         self.max_tokens_in_flight = max_tokens_in_flight
         self.prefill_chunk = prefill_chunk
+        # while rows decode, a prefill chunk is sized to take about this fraction of a decode step, so a
+        # long prompt stretches the running streams' token gaps by at most that much (0 = always whole chunks)
+        self.prefill_step_ratio = prefill_step_ratio
+        self.prefill_whole_tokens = prefill_whole_tokens  # a prompt this short is not worth slicing
+        self._decode_s = 0.0  # moving average of a decode step's time
+        self._call_s = float("inf")  # the fastest model call seen: about the fixed cost of any call
+        self._chunk_while_decoding = min(prefill_chunk, 32)  # adapted after every such chunk
         self._cond = threading.Condition()
         self._waiting: deque[_Sequence] = deque()
         self._by_id: dict[str, _Sequence] = {}
@@ -265,6 +290,7 @@ class BatchScheduler:
             try:
                 if admit is not None:
                     self._prefill_chunk(admit)
+                    self._flush_deltas()  # a first token leaves now, not after the batch's decode step
                 if self._rows:
                     self._decode_step()
                 self._flush_deltas()
@@ -289,23 +315,44 @@ class BatchScheduler:
                 (np.zeros((1, self.model.num_kv_heads, 0, self.model.head_dim), np.float32),) * 2
                 for _ in range(self.model.num_layers)
             ]
+            hit = self.prefix_cache.lookup(seq.prompt) if self.prefix_cache is not None else None
+            if hit is not None:
+                seq.past, seq.prefilled = hit.past, hit.tokens
+                seq.cached_tokens = hit.tokens
         start = seq.prefilled
-        end = min(len(seq.prompt), start + self.prefill_chunk)
+        interleaved = bool(self._rows) and self.prefill_step_ratio > 0 \
+            and len(seq.prompt) - start > self.prefill_whole_tokens
+        end = min(len(seq.prompt), start + (self._chunk_while_decoding if interleaved else self.prefill_chunk))
         ids = np.asarray([seq.prompt[start:end]], dtype=np.int64)
         mask = np.ones((1, end), dtype=np.int64)
         pos = np.arange(start, end, dtype=np.int64)[None, :]
         assert seq.past is not None
+        began = time.perf_counter()
         logits, seq.past = self.model.forward(ids, mask, pos, seq.past)
+        took = max(time.perf_counter() - began, 1e-4)
+        self._call_s = min(self._call_s, took)
+        if interleaved:
+            self._adapt_chunk(end - start, took)
         seq.prefilled = end
         if end < len(seq.prompt):
             return
         with self._cond:
             self._waiting.popleft()
+        if self.prefix_cache is not None:
+            self.prefix_cache.insert(seq.prompt, seq.past)
         token = seq.sampler(logits[0])
         seq.first_token_at = time.time()
         if self._accept_token(seq, token):
             self._join_batch(seq)
         seq.past = None
+
+    def _adapt_chunk(self, tokens: int, took: float) -> None:
+        """Size the next slice from this one. Its cost grows with the tokens it computes and the context
+        they attend to; scale it towards the target share of a decode step. Every call also has a fixed
+        cost (about a one-row decode step): a target below twice that would spend each slice on it."""
+        if self._decode_s > 0:
+            target = max(self.prefill_step_ratio * self._decode_s, 2 * self._call_s)
+            self._chunk_while_decoding = next_prefill_chunk(tokens, took, target, self.prefill_chunk)
 
     def _join_batch(self, seq: _Sequence) -> None:
         assert seq.past is not None
@@ -331,12 +378,31 @@ class BatchScheduler:
         ids = np.asarray([[s.next_token] for s in rows], dtype=np.int64)
         pos = np.asarray([[len(s.prompt) + len(s.generated) - 1] for s in rows], dtype=np.int64)
         mask = np.concatenate([self._mask, np.ones((len(rows), 1), np.int64)], axis=1)
+        began = time.perf_counter()
         logits, self._kv = self.model.forward(ids, mask, pos, self._kv)
+        took = time.perf_counter() - began
+        self._call_s = min(self._call_s, took)
+        self._decode_s = took if self._decode_s == 0 else 0.8 * self._decode_s + 0.2 * took
         self._mask = mask
         self.steps += 1
         done = [s for i, s in enumerate(rows) if not self._accept_token(s, s.sampler(logits[i]))]
         if done:
+            if self.prefix_cache is not None:
+                self._cache_rows(done)
             self._remove_rows(done)
+
+    def _cache_rows(self, leaving: list[_Sequence]) -> None:
+        """Keep finished rows' KV (prompt and the generated tokens fed so far) for follow-up turns."""
+        assert self.prefix_cache is not None
+        width = self._mask.shape[1]
+        for i, s in enumerate(self._rows):
+            if s not in leaving or s.canceled:
+                continue
+            length = int(self._mask[i].sum())  # left-padded: the row's columns are the last `length`
+            tokens = (s.prompt + s.generated)[:length]
+            past = [(np.ascontiguousarray(k[i:i + 1, :, width - length:]),
+                     np.ascontiguousarray(v[i:i + 1, :, width - length:])) for k, v in self._kv]
+            self.prefix_cache.insert(tokens, past)
 
     def _accept_token(self, seq: _Sequence, token: int) -> bool:
         """Record a sampled token; return False (and finish the sequence) when it ends."""
@@ -376,7 +442,7 @@ class BatchScheduler:
             seq.stream_broken = True
             return
         last = self._step_deltas[-1] if self._step_deltas else None
-        if last is not None and last.seq_id == seq.seq_id:  # prefill's first token and a decode step: one delta
+        if last is not None and last.seq_id == seq.seq_id:  # never two deltas of a sequence in one flush
             self._step_deltas[-1] = TokenDelta(seq.seq_id, last.index, last.position,
                                                last.text + text[done:safe], last.tokens + seq.unstreamed_tokens)
         else:
@@ -431,6 +497,13 @@ class BatchScheduler:
             seq.on_finish(result)
         except Exception:
             log.exception("on_finish callback failed for %s", seq.seq_id)
+
+
+def next_prefill_chunk(tokens: int, took: float, target: float, most: int) -> int:
+    """The next chunk's size: ``tokens`` took ``took`` seconds; scale towards ``target`` seconds, within
+    [MIN_PREFILL_CHUNK, most]."""
+    fit = int(tokens * target / max(took, 1e-6))
+    return max(MIN_PREFILL_CHUNK, min(most, fit))
 
 
 class _Gone:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter, Gauge
 
-from inference.engine import prepare
+from inference.engine import open_scheduler, prepare
 from inference.model_files import load_model
 from inference.scheduler import BatchScheduler, SequenceParams, SequenceResult
 from inference.triton_backend import INPUTS, OUTPUTS, TensorSpec
@@ -60,8 +60,7 @@ class ChatGenerationModel(kserve.Model):
         s = self.settings
         self.chat_model = prepare(load_model(s.models_path, variant=s.model_variant, threads=s.inference_threads,
                                              device=s.inference_device))
-        self.scheduler = BatchScheduler(self.chat_model, max_batch=s.inference_max_batch,
-                                        max_tokens_in_flight=s.inference_max_tokens_in_flight)
+        self.scheduler = open_scheduler(self.chat_model, s)
         self.scheduler.start()
         self.ready = True
         return True

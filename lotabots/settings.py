@@ -122,6 +122,16 @@ class Settings(BaseSettings):
     inference_threads: int = 0  # 0 = all cores
     inference_max_batch: int = 16
     inference_max_tokens_in_flight: int = 32_768
+    inference_prefill_chunk: int = Field(default=256, ge=1, description="most prompt tokens per prefill call")
+    inference_prefill_step_ratio: float = Field(
+        default=0.75, ge=0, description="while streams decode, a prefill chunk takes about this share of a decode "
+                                        "step (a long prompt stretches their token gaps by at most that); 0 = whole chunks")
+    inference_prefill_whole_tokens: int = Field(
+        default=64, ge=0, description="a prompt (or its uncached rest) this short is prefilled in one call")
+    inference_prefix_cache_mb: int = Field(
+        default=256, ge=0, description="prefix KV cache per worker: KV of recent sequences reused by prompts that "
+                                       "start the same way (conversations, autonomy system prompts); 0 = off")
+    inference_prefix_block: int = Field(default=16, ge=1, description="prefix cache match granularity, in tokens")
     inference_device: str = "auto"  # auto | cpu | cuda
     inference_drain_timeout_s: float = 60.0  # SIGTERM: finish in-flight generations this long, then hand back
 
