@@ -290,13 +290,19 @@ def main() -> None:
         cli = [sys.executable, "-m", "lotabots.cli"]
         gateway = subprocess.Popen([*cli, "serve", "gateway", "--port", str(port)], cwd=REPO, env=env)
         writer = subprocess.Popen([*cli, "worker", "results"], cwd=REPO, env=env)
-        worker = subprocess.Popen([*cli, "worker", "inference", "--tier", "pro"], cwd=REPO, env=env)
+        worker_metrics = free_ports(1)[0]
+        worker = subprocess.Popen([*cli, "worker", "inference", "--tier", "pro"], cwd=REPO,
+                                  env={**env, "LOTABOTS_METRICS_PORT": str(worker_metrics)})
         base = f"http://127.0.0.1:{port}"
         try:
             wait_http(f"{base}/readyz", 120)
             if not args.fan_out_only:
                 single, concurrent = asyncio.run(path_runs(base, pro_key, args.requests, args.tokens))
                 calls = asyncio.run(completion_vs_long_poll(base, pro_key, max(10, args.requests // 2), 16))
+                metrics = httpx.get(f"http://127.0.0.1:{worker_metrics}/metrics", timeout=10).text
+                print("worker prefix cache:", " ".join(
+                    line.split("{")[0].removeprefix("lotabots_prefix_cache_") + "=" + line.rsplit(" ", 1)[1]
+                    for line in metrics.splitlines() if line.startswith("lotabots_prefix_cache_")))
             fan = asyncio.run(fan_out(base, fan_keys, kafka.bootstrap, gateway.pid, args.streams, int(args.steps),
                                       args.seconds, args.profile))
         finally:
