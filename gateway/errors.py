@@ -86,13 +86,18 @@ def database_unavailable(exc: BaseException) -> bool:
 _UNSTORABLE_TEXT_STATES = {"22021", "22P05"}  # character_not_in_repertoire, untranslatable_character
 
 
-def _text_not_storable(exc: BaseException) -> bool:
+def text_not_storable(exc: BaseException) -> bool:
     """PostgreSQL refused a string it cannot hold (NUL): bad input the schema missed, never a 500."""
     if not isinstance(exc, sa_exc.DBAPIError):
         return False
     orig = exc.orig
     state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
     return state in _UNSTORABLE_TEXT_STATES
+
+
+def invalid_text_error() -> ApiError:
+    """The refusal for `text_not_storable(exc)`."""
+    return ApiError(422, "invalid_text", "text may not contain the NUL character (U+0000) or unpaired surrogates")
 
 
 def database_unavailable_error() -> ApiError:
@@ -162,9 +167,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONBytes(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     async def _database(request: Request, exc: Exception) -> JSONBytes:
-        if _text_not_storable(exc):
-            return await _api_error(request, ApiError(
-                422, "invalid_text", "text may not contain the NUL character (U+0000) or unpaired surrogates"))
+        if text_not_storable(exc):
+            return await _api_error(request, invalid_text_error())
         if not database_unavailable(exc):
             raise exc  # a real fault: the server's 500 handler logs it
         return await _api_error(request, database_unavailable_error())

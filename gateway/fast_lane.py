@@ -23,6 +23,8 @@ from gateway.errors import (
     database_unavailable,
     database_unavailable_error,
     error_body,
+    invalid_text_error,
+    text_not_storable,
     validation_problems,
 )
 from gateway.metrics import observe_request
@@ -51,7 +53,9 @@ class SubmitFastLane:
             response = JSONBytes(error_body("invalid_request", "the request body or parameters are invalid",
                                             problems=validation_problems(exc)), status_code=422)
         except Exception as exc:
-            if database_unavailable(exc):
+            if text_not_storable(exc):  # e.g. a NUL in `webhook_endpoint_id`, looked up in PostgreSQL
+                response = _api_error(invalid_text_error())
+            elif database_unavailable(exc):
                 response = _api_error(database_unavailable_error())
             else:
                 log.exception("submit failed")

@@ -237,3 +237,11 @@ async def test_python_client_submit_wait_cancel_list(stack, pro_tenant) -> None:
                 raise AssertionError("expected NotFound")
 
     await asyncio.to_thread(run)
+
+
+async def test_a_nul_in_a_submit_field_looked_up_in_postgresql_is_a_422_not_a_500(api: httpx.AsyncClient) -> None:
+    """Found by schemathesis (seed 20261207): `webhook_endpoint_id` with a NUL reached a PostgreSQL
+    lookup on the submit fast lane, which had no mapping for it."""
+    r = await api.post("/v1/requests", json={"messages": [{"role": "user", "content": "hi"}],
+                                             "webhook_endpoint_id": "wh\u0000x"})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_text"), r.text
