@@ -60,10 +60,6 @@ class PrefixCacheStats:
     entries: int = 0
     bytes: int = 0
 
-    @property
-    def hit_rate(self) -> float:
-        return self.hits / self.lookups if self.lookups else 0.0
-
 
 class PrefixCache:
     """Bounded LRU of per-sequence KV caches, looked up by longest shared token prefix. Thread-safe."""
@@ -156,12 +152,6 @@ class PrefixCache:
                 self._remove(next(iter(self._entries)))
                 self.stats.evictions += 1
             self.stats.entries = len(self._entries)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._index.clear()
-            self.stats.bytes = self.stats.entries = 0
 
     def _remove(self, entry_id: int) -> None:
         entry = self._entries.pop(entry_id)

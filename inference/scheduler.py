@@ -147,7 +147,6 @@ class _Sequence:
     stream_broken: bool = False  # the decoded text changed behind what was streamed: the result settles it
     unstreamed_tokens: int = 0  # generated tokens not yet covered by a delta
     deltas: int = 0
-    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
     @property
     def reserved_tokens(self) -> int:
@@ -318,7 +317,6 @@ class BatchScheduler:
             hit = self.prefix_cache.lookup(seq.prompt) if self.prefix_cache is not None else None
             if hit is not None:
                 seq.past, seq.prefilled = hit.past, hit.tokens
-                seq.cached_tokens = hit.tokens
         start = seq.prefilled
         interleaved = bool(self._rows) and self.prefill_step_ratio > 0 \
             and len(seq.prompt) - start > self.prefill_whole_tokens
