@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from _common import REPO, tree_cpu_seconds, wait_http
+from _common import REPO, cpu_seconds, tree_cpu_seconds, wait_http
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -126,12 +126,20 @@ async def stream_once(client: httpx.AsyncClient, i: int, tokens: int) -> dict[st
             "worker_chars_s": len(final["output"]["text"]) / max(wall("finished_at") - wall("first_token_at"), 1e-9)}
 
 
-async def path_runs(base: str, key: str, n: int, tokens: int) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+async def path_runs(base: str, key: str, n: int, tokens: int, pids: dict[str, int]
+                    ) -> tuple[list[dict[str, float]], list[dict[str, float]], dict[str, float]]:
+    """Single and 16 concurrent streams, and the cores each stack process used during the single ones."""
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=600) as client:
         await stream_once(client, 0, 8)  # warm-up
+        def used(pid: int) -> float:  # the client itself only: the broker and PostgreSQL are its children
+            return cpu_seconds(pid) if pid == os.getpid() else tree_cpu_seconds(pid)
+
+        cpu0, t0 = {name: used(pid) for name, pid in pids.items()}, time.perf_counter()
         single = [await stream_once(client, i, tokens) for i in range(n)]
+        wall = time.perf_counter() - t0
+        cores = {name: (used(pid) - cpu0[name]) / wall for name, pid in pids.items()}
         concurrent = await asyncio.gather(*[stream_once(client, i, tokens) for i in range(16)])
-    return single, list(concurrent)
+    return single, list(concurrent), cores
 
 
 async def completion_vs_long_poll(base: str, key: str, n: int, tokens: int) -> dict[str, list[float]]:
@@ -297,7 +305,10 @@ def main() -> None:
         try:
             wait_http(f"{base}/readyz", 120)
             if not args.fan_out_only:
-                single, concurrent = asyncio.run(path_runs(base, pro_key, args.requests, args.tokens))
+                pids = {"worker": worker.pid, "kafka": kafka.pid, "gateway": gateway.pid, "result writer": writer.pid,
+                        "postgresql": pg.pid, "this client": os.getpid()}
+                single, concurrent, cores = asyncio.run(path_runs(base, pro_key, args.requests, args.tokens,
+                                                                  {k: v for k, v in pids.items() if v}))
                 calls = asyncio.run(completion_vs_long_poll(base, pro_key, max(10, args.requests // 2), 16))
                 metrics = httpx.get(f"http://127.0.0.1:{worker_metrics}/metrics", timeout=10).text
                 print("worker prefix cache:", " ".join(
@@ -339,6 +350,8 @@ def main() -> None:
         w = statistics.mean(r["worker_chars_s"] for r in path)
         print(f"inter-token, {label}: client {a:7.1f} chars/s  engine alone {b:7.1f} chars/s  ratio {a / b:5.3f}"
               f"  (goal within 5%); the worker in the stack {w:7.1f} chars/s (client/worker {a / w:5.3f})")
+    print("cores used during the 1-stream runs: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items())
+          + f" (the engine alone: {args.threads} threads; bench/bench_neighbour.py measures what a neighbour costs it)")
     cc, lp = statistics.median(calls["chat.completions"]), statistics.median(calls["POST + long-poll"])
     print(f"non-streaming: chat.completions p50 {cc:7.1f} ms  POST + long-poll p50 {lp:7.1f} ms  "
           f"ratio {cc / lp:5.3f}x  (goal <= 1.1x)")
