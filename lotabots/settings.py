@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     public_base_url: str = ""
-    gateway_linger_ms: int = Field(default=1, ge=0, description="producer batching window on the submit path (ms)")
+    gateway_linger_ms: int = Field(default=0, ge=0, description="producer batching window on the submit path (ms); "
+                                   "0: concurrent submits still batch while a send is in flight")
     publish_timeout_s: float = Field(
         default=10.0, gt=0, description="how long a submit waits for Kafka to acknowledge its publish (acks=all) "
         "before answering 503 queue_unavailable with Retry-After; retried with the same Idempotency-Key it "
