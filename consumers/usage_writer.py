@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.binding import format_str
@@ -102,13 +102,15 @@ class UsageWriter:
         """
         if not rows:
             return set()
-        times = [row[EVENT_TIME] for row in rows]
+        # Bound parameters reach ClickHouse as wall-clock text to whole seconds (clickhouse-connect drops
+        # the fraction and the offset), so the range is widened to whole UTC seconds: [lo, hi + 1 s).
+        times = [row[EVENT_TIME].astimezone(UTC).replace(tzinfo=None, microsecond=0) for row in rows]
         result = self.client.query(
             f"SELECT event_id FROM {USAGE_EVENTS_TABLE} "
-            "WHERE tenant_id IN %(tenants)s AND event_time >= %(lo)s AND event_time <= %(hi)s "
+            "WHERE tenant_id IN %(tenants)s AND event_time >= %(lo)s AND event_time < %(hi)s "
             f"AND {event_id_filter(row[EVENT_ID] for row in rows)} AND insert_token != %(token)s",
-            parameters={"tenants": sorted({row[TENANT_ID] for row in rows}), "lo": min(times), "hi": max(times),
-                        "token": token},
+            parameters={"tenants": sorted({row[TENANT_ID] for row in rows}), "lo": min(times),
+                        "hi": max(times) + timedelta(seconds=1), "token": token},
         )
         return {r[0] for r in result.result_rows}
 

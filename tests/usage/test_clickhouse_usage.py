@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.usage_rows import ROW_COLUMNS, USAGE_EVENTS_TABLE, BatchToken, billable_row
+from consumers.usage_rows import EVENT_TIME, ROW_COLUMNS, USAGE_EVENTS_TABLE, BatchToken, billable_row
 from consumers.usage_writer import WRITER_SESSION, UsageWriter
 from lotabots.settings import Settings
 from lotabots.tiers import load_tier_config
@@ -118,6 +118,23 @@ def test_a_fact_repeated_in_a_later_batch_is_left_out(writer_client: Any) -> Non
                                 "usage.billable|1:10-12")
     assert (first.rows, again.rows, again.duplicates) == (4, 1, 2)
     assert totals(writer_client, "ten_dup") == (5, 50, 5, 50)
+
+
+def test_a_repeated_fact_late_in_its_second_or_in_another_offset_is_left_out(writer_client: Any) -> None:
+    """The look-up for repeats is bounded by the batch's times: a bound written to whole seconds once
+    missed every fact in the last second of the range (found by test_billing_exact: billed twice)."""
+    writer = UsageWriter(writer_client)
+    ids = [f"req_late_{i}" for i in range(3)]
+    late = DAY.replace(microsecond=875_000)
+    first = writer.insert_batch(rows_for("ten_late", 3, ids=ids, at=late), "usage.billable|3:0-2")
+    again = writer.insert_batch(rows_for("ten_late", 3, ids=ids, at=late, first_offset=10),
+                                "usage.billable|3:10-12")
+    # the same instant written with another UTC offset is the same fact
+    shifted = [list(r) for r in rows_for("ten_late", 1, ids=ids[:1], at=late, first_offset=20)]
+    shifted[0][EVENT_TIME] = late.astimezone(timezone(timedelta(hours=2)))
+    third = writer.insert_batch(shifted, "usage.billable|3:20-20")
+    assert (first.rows, again.rows, again.duplicates, third.rows, third.duplicates) == (3, 0, 3, 0, 1)
+    assert totals(writer_client, "ten_late")[:2] == (3, 30)
 
 
 def test_batches_taken_but_not_committed_are_found_from_the_committed_offsets(writer_client: Any) -> None:
