@@ -38,6 +38,10 @@ pytestmark = pytest.mark.integration
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 SEED = 20261207
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # the statuses each rule adds, with its reason
+# CPython 3.11's ast module can raise this under deep recursion on a thread; hypothesis hits it when it
+# describes a strategy (ast.parse of a lambda's source) on one of schemathesis' worker threads. It is a
+# crash of the tool, not a finding about the API, so that one run is repeated once (same seed).
+TOOL_CRASH = "SystemError: AST constructor recursion depth mismatch"
 
 
 def _run(gw: ContractGateway, credential: str, phases: str, examples: int, report: Path,
@@ -72,6 +76,10 @@ def test_the_live_api_conforms_to_its_document_for_every_role(contract_gateway: 
     for role, credential, phases, examples, extra in runs:
         report = tmp_path / f"schemathesis-{role.replace(' ', '-')}.xml"
         rc, output = _run(gw, credential, phases, examples, report, *extra)
+        if rc != 0 and TOOL_CRASH in output:
+            (tmp_path / f"schemathesis-{role.replace(' ', '-')}-crashed.txt").write_text(output)
+            print(f"schemathesis as {role}: the tool crashed ({TOOL_CRASH}); running it again")
+            rc, output = _run(gw, credential, phases, examples, report, *extra)
         (tmp_path / f"schemathesis-{role.replace(' ', '-')}.txt").write_text(output)
         results[role] = (rc, _summary(output), output)
         print(f"schemathesis as {role}: {results[role][1]}")
