@@ -9,7 +9,8 @@ replication (``schemas.topics.replication`` for the cluster's broker count: 1 on
 
 Faust's own producer is acks=all but not idempotent unless the app runs transactions; ``UsageApp`` makes it
 idempotent too, like every other producer of the platform (lotabots.kafka_io.make_producer): a retried
-produce after a leader change is never written twice.
+produce after a leader change is never written twice. Its consumer and table recovery close two Faust
+defects that could skip a ``usage.events`` message after a restart (streams/faust_safety.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from schemas.topics import (
     topic_catalogue,
 )
 from streams.dedupe import SeenEvents
+from streams.faust_safety import GuardedTransport, OrderedTableManager
 
 
 class IdempotentProducer(faust_aiokafka.Producer):
@@ -41,10 +43,14 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
 
 class UsageApp(faust.App):
-    """The usage stream's Faust app: the same app, with the idempotent producer."""
+    """The usage stream's Faust app: the same app, with the idempotent producer and the guarded consumer and
+    recovery of streams/faust_safety.py (pass ``TableManager=OrderedTableManager``)."""
 
     def _new_producer(self) -> IdempotentProducer:
         return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+    def _new_transport(self) -> GuardedTransport:
+        return GuardedTransport(self.conf.broker_consumer, self)
 
 
 @dataclass
@@ -102,6 +108,7 @@ def build_usage_app(settings: Settings, tiers: TierConfig, brokers: int = 1) -> 
         producer_acks=-1,  # and idempotent: UsageApp
         producer_compression_type=None if settings.usage_stream_compression == "none" else settings.usage_stream_compression,
         worker_redirect_stdouts=False,
+        TableManager=OrderedTableManager,
     )
     topics = UsageTopics(
         events=app.topic(USAGE_EVENTS, partitions=partitions, internal=False),
