@@ -29,13 +29,14 @@ from consumers.usage_rows import SOURCE_PARTITION, BadBillable, BatchToken, bill
 from consumers.usage_writer import UsageWriter
 from lotabots.kafka_io import make_consumer, make_producer
 from lotabots.settings import Settings
-from lotabots.usage_metrics import CLICKHOUSE_INSERT_ERRORS, CONSUMER_LAG, USAGE_DEAD_LETTERS
+from lotabots.usage_metrics import CLICKHOUSE_INSERT_ERRORS, CONSUMER_LAG, LEFTOVER_ERRORS, USAGE_DEAD_LETTERS
 from schemas.topics import USAGE_BILLABLE, USAGE_DLQ
 
 log = logging.getLogger(__name__)
 
 GROUP = "usage-sink"
 MESSAGES_PER_POLL = 50
+REREAD_TIMEOUT_S = 30.0  # one try at re-reading a leftover batch (the listener tries again)
 
 
 @dataclass
@@ -217,6 +218,7 @@ class UsageSink:
                 reader.seek(tp, first)
             rows: list[list[Any]] = []
             remaining = set(wanted)
+            deadline = time.monotonic() + REREAD_TIMEOUT_S
             while remaining:
                 fetched = await reader.getmany(*remaining, timeout_ms=1000)
                 for tp, records in fetched.items():
@@ -227,8 +229,11 @@ class UsageSink:
                         if record.offset >= last:
                             remaining.discard(tp)
                 for tp in list(remaining):  # nothing more to read (compaction, deleted records)
-                    if await reader.position(tp) > wanted[tp][1] or reader.highwater(tp) <= wanted[tp][0]:
+                    if reread_done(await reader.position(tp), reader.highwater(tp), *wanted[tp]):
                         remaining.discard(tp)
+                if remaining and time.monotonic() > deadline:
+                    raise TimeoutError(f"re-reading {token.text()}: {sorted(tp.partition for tp in remaining)} "
+                                       f"not read in {REREAD_TIMEOUT_S:.0f} s")
             return rows
         finally:
             await reader.stop()
@@ -246,6 +251,15 @@ class UsageSink:
                     CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(max(0, end - done))
 
 
+def reread_done(position: int, highwater: int | None, first: int, last: int) -> bool:
+    """Nothing more of ``[first, last]`` can come: the reader is past it, or the partition ends before it.
+
+    ``highwater`` is None until a fetch response for the partition arrived (a broker that is restarting):
+    then nothing is known yet and the reader goes on.
+    """
+    return position > last or (highwater is not None and highwater <= first)
+
+
 class _CompleteOnAssign(ConsumerRebalanceListener):
     def __init__(self, sink: UsageSink) -> None:
         self.sink = sink
@@ -256,6 +270,18 @@ class _CompleteOnAssign(ConsumerRebalanceListener):
             self.sink.pending.drop(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # No consuming before the leftovers are complete: the same offsets re-read into a batch with another
+        # token would leave out the facts the leftover batch stored (another token's), and the daily
+        # rollup would miss them for good. A failure (a broker restarting) is retried until it succeeds.
+        delay = 0.5
         async with self.sink.lock:
             await self.sink.settle()
-            await self.sink.complete_leftovers(set(assigned))
+            while True:
+                try:
+                    await self.sink.complete_leftovers(set(assigned))
+                    return
+                except Exception:
+                    LEFTOVER_ERRORS.inc()
+                    log.exception("completing leftover usage batches failed; retrying in %.1f s", delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)

@@ -26,5 +26,7 @@ CLICKHOUSE_BATCH_ROWS = Histogram(
     buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 50000),
 )
 CLICKHOUSE_INSERT_ERRORS = Counter("lotabots_clickhouse_insert_errors_total", "ClickHouse inserts that failed (retried)")
+LEFTOVER_ERRORS = Counter("lotabots_usage_leftover_errors_total",
+                          "tries at completing a leftover usage batch on assignment that failed (retried)")
 USAGE_QUERIES = Counter("lotabots_usage_queries_total", "reads served by the usage service", ["endpoint", "outcome"])
 CONSUMER_LAG = Gauge("lotabots_consumer_lag", "messages behind the end of the partition", ["group", "topic", "partition"])
