@@ -108,6 +108,18 @@ async def committed(env: dict[str, Any], group: str) -> int | None:
         await consumer.stop()
 
 
+async def store_without_the_view(env: dict[str, Any], values: list[bytes]) -> None:
+    """Produce ``values`` and insert them as one batch (token = their offsets) that reached the table but not
+    the daily rollup's view, its offsets never committed: the state a sink killed mid-insert leaves."""
+    offsets = await produce(env, values)
+    rows = [row for v, o in zip(values, offsets, strict=True) for row in billable_rows(v, 0, o)]
+    env["client"].command("DETACH TABLE lotabots_usage.usage_daily_mv")
+    try:
+        env["writer"].insert_batch(rows, f"{env['topic']}|0:{offsets[0]}-{offsets[-1]}")
+    finally:
+        env["client"].command("ATTACH TABLE lotabots_usage.usage_daily_mv")
+
+
 async def test_the_sink_commits_only_what_clickhouse_took_and_completes_leftover_batches(sink_env) -> None:  # type: ignore[no-untyped-def]
     env, group = sink_env, f"sink-{uuid.uuid4().hex[:6]}"
     await produce(env, [billable(env["tenant"], f"req_a{i}") for i in range(6)])
@@ -117,14 +129,7 @@ async def test_the_sink_commits_only_what_clickhouse_took_and_completes_leftover
 
     # A batch ClickHouse took whose offsets were never committed, and which died between the table
     # and the rollup view: the next sink finds it by its token and completes it, once.
-    late = [billable(env["tenant"], f"req_b{i}") for i in range(3)]
-    offsets = await produce(env, late)
-    rows = [row for v, o in zip(late, offsets, strict=True) for row in billable_rows(v, 0, o)]
-    env["client"].command("DETACH TABLE lotabots_usage.usage_daily_mv")
-    try:
-        env["writer"].insert_batch(rows, f"{env['topic']}|0:{offsets[0]}-{offsets[-1]}")
-    finally:
-        env["client"].command("ATTACH TABLE lotabots_usage.usage_daily_mv")
+    await store_without_the_view(env, [billable(env["tenant"], f"req_b{i}") for i in range(3)])
     assert counts(env) == (9, 9, 6)
     await produce(env, [billable(env["tenant"], "req_c0")])
     await run_sink_until(env, group, rows=10)
@@ -140,14 +145,7 @@ async def test_a_leftover_batch_whose_first_completion_fails_is_completed_before
     env, group = sink_env, f"sink-{uuid.uuid4().hex[:6]}"
     await produce(env, [billable(env["tenant"], f"req_a{i}") for i in range(2)])
     await run_sink_until(env, group, rows=2)
-    late = [billable(env["tenant"], f"req_b{i}") for i in range(3)]
-    offsets = await produce(env, late)
-    rows = [row for v, o in zip(late, offsets, strict=True) for row in billable_rows(v, 0, o)]
-    env["client"].command("DETACH TABLE lotabots_usage.usage_daily_mv")
-    try:
-        env["writer"].insert_batch(rows, f"{env['topic']}|0:{offsets[0]}-{offsets[-1]}")
-    finally:
-        env["client"].command("ATTACH TABLE lotabots_usage.usage_daily_mv")
+    await store_without_the_view(env, [billable(env["tenant"], f"req_b{i}") for i in range(3)])
     assert counts(env) == (5, 5, 2)
 
     reread, tries = UsageSink._reread, []
