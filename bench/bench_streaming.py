@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -58,8 +59,13 @@ def messages(i: int) -> list[dict[str, str]]:
 
 
 # ---- the engine alone --------------------------------------------------------------------------
-def engine_run(model, profile, indices: list[int], tokens: int) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
-    """The worker's scheduler on the same prompts at once: TTFT and streamed chars/s per sequence."""
+def engine_run(model, profile, indices: list[int], tokens: int, settings, cache) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
+    """The worker's scheduler on the same prompts at once: TTFT and streamed chars/s per sequence.
+
+    Built as the worker builds it (the settings' batch and prefill bounds), and every run shares one prefix
+    cache (``cache``), fed the same prompts in the same order as the worker's: the worker's cache reuses the
+    autonomy system prompt and repeated prompts, and a baseline without it would be slower than the worker.
+    """
     from inference.scheduler import BatchScheduler, SequenceParams
 
     marks: dict[str, list[tuple[float, int]]] = {str(i): [] for i in indices}
@@ -77,7 +83,11 @@ def engine_run(model, profile, indices: list[int], tokens: int) -> list[dict[str
         if len(finished) == len(indices):
             done.set()
 
-    sched = BatchScheduler(model, max_batch=max(16, len(indices)), on_tokens=on_tokens)
+    sched = BatchScheduler(
+        model, max_batch=max(settings.inference_max_batch, len(indices)), on_tokens=on_tokens, prefix_cache=cache,
+        max_tokens_in_flight=settings.inference_max_tokens_in_flight, prefill_chunk=settings.inference_prefill_chunk,
+        prefill_step_ratio=settings.inference_prefill_step_ratio,
+        prefill_whole_tokens=settings.inference_prefill_whole_tokens)
     sched.start()
     for i in indices:
         prompt = model.encode_chat(profile.messages(messages(i)))
@@ -266,6 +276,7 @@ def main() -> None:
     from inference.engine import prepare
     from inference.model_build import build_model
     from inference.model_files import load_model
+    from inference.prefix_cache import PrefixCache
     from lotabots.db import make_engine, migrate
     from lotabots.settings import Settings
     from lotabots.tiers import load_tier_config
@@ -331,9 +342,11 @@ def main() -> None:
     settings = Settings()
     profile = AutonomyProfiles.load(settings.autonomy_profiles_path).for_level(None)
     model = prepare(load_model(models, variant=args.variant, threads=args.threads))
-    engine_run(model, profile, [0], 8)
-    e_single = [engine_run(model, profile, [i], args.tokens)[0] for i in range(args.requests)]
-    e_concurrent = engine_run(model, profile, list(range(16)), args.tokens)
+    cache = PrefixCache(settings.inference_prefix_cache_mb << 20, block=settings.inference_prefix_block)
+    engine_run(model, profile, [0], 8, settings, cache)
+    e_single = [engine_run(model, profile, [i], args.tokens, settings, cache)[0] for i in range(args.requests)]
+    e_concurrent = engine_run(model, profile, list(range(16)), args.tokens, settings, cache)
+    print("engine-alone prefix cache: " + " ".join(f"{k}={v}" for k, v in dataclasses.asdict(cache.stats).items()))
 
     def p(rows: list[dict[str, float]], key: str, q: float) -> float:
         return pct([r[key] for r in rows], q)
