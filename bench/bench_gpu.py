@@ -248,6 +248,70 @@ def scheduler_run(model: Any, batch: int, tokens: int) -> None:
     print(f"   {figures['scheduler']}")
 
 
+def _slot_run(model: Any, prompts: list[list[int]], tokens: int, graphs: bool) -> tuple[dict, list[Any]]:
+    from inference.kv_slots import SlotScheduler
+    from inference.scheduler import SequenceParams
+
+    sched = SlotScheduler(model, kv_capacity=max(len(p) for p in prompts) + tokens + 1, max_batch=len(prompts),
+                          graphs=graphs)
+    sched.start()
+    results: list[Any] = []
+    done = threading.Event()
+
+    def finish(r: Any) -> None:
+        results.append(r)
+        if len(results) == len(prompts):
+            done.set()
+
+    t0 = time.perf_counter()
+    for i, p in enumerate(prompts):
+        sched.submit(str(i), p, SequenceParams(max_tokens=tokens, ignore_eos=True), finish)
+    done.wait(600)
+    wall = time.perf_counter() - t0
+    sched.stop()
+    last_first = max(r.first_token_at for r in results)
+    end = max(r.finished_at for r in results)
+    decode_tokens = sum(r.completion_tokens - 1 for r in results)
+    errors = sorted({r.error_message for r in results if r.finish_reason == "error"})
+    return {"batch": len(prompts), "tokens": tokens, "graphs": graphs, "wall_s": round(wall, 2),
+            "tok_s_incl_prefill": round(sum(r.completion_tokens for r in results) / wall, 0),
+            "decode_tok_s_after_all_joined": round(decode_tokens / (end - last_first), 0) if end > last_first else 0,
+            "errors": errors[:3]}, results
+
+
+@section("fixed KV slots, with and without CUDA graphs")
+def slots_run(model_dir: Path, variant: str, device: str, batch: int, tokens: int, reference: dict) -> None:
+    """The ``-slots`` variant through the SlotScheduler: parity with the reference, then decode tok/s with
+    the decode step captured as a CUDA graph and without (two sessions of the same model)."""
+    from inference.engine import prepare
+    from inference.model_build import build_model
+    from inference.model_files import load_model
+
+    name = f"{variant}-slots"
+    build_model(model_dir, name)
+    prompts = batch_prompts(prepare(load_model(model_dir, name, device="cpu")), batch)
+    out: dict[str, Any] = {}
+    for graphs in (False, True, False, True):  # alternate: the second of each pair counts (warm)
+        model = prepare(load_model(model_dir, name, device=device, cuda_graphs=graphs))
+        cases = reference["cases"]
+        _, got = _slot_run(model, [c["input_ids"] for c in cases], 48, graphs)
+        by_id = {r.seq_id: r.token_ids for r in got}
+        parity_ok = sum(by_id[str(i)] == [t for t in c["output_ids"] if t not in model.eos_token_ids]
+                        for i, c in enumerate(cases))
+        run, _ = _slot_run(model, prompts, tokens, graphs)
+        run["parity"] = f"{parity_ok}/{len(cases)}"
+        run["session_providers"] = model.providers
+        out["graphs" if graphs else "no_graphs"] = run
+        print(f"   {run}", flush=True)
+        del model
+    figures["slots"] = out
+    a = out.get("graphs", {}).get("decode_tok_s_after_all_joined")
+    b = out.get("no_graphs", {}).get("decode_tok_s_after_all_joined")
+    if a and b:
+        figures["ratio_slots_graphs_vs_no_graphs"] = round(a / b, 2)
+        print(f"RATIO slots decode with CUDA graphs {a:.0f} tok/s vs without {b:.0f} tok/s = {a / b:.2f}x")
+
+
 @section("transformers eager generate")
 def transformers_baseline(gguf_dir: Path, batch: int, tokens: int, reference: dict) -> None:
     import torch
@@ -303,6 +367,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--skip-slots", action="store_true", help="skip the fixed-KV-slots run (CUDA graphs on/off)")
     ap.add_argument("--out", type=Path, default=Path("gpu_figures.json"))
     args = ap.parse_args()
     reference = json.loads((REPO / "tests" / "fixtures" / "smollm2_greedy.json").read_text())
@@ -321,6 +386,9 @@ def main() -> None:
         scheduler_run(model, args.batch, args.tokens)
         args.out.write_text(json.dumps(figures, indent=1))
         del model
+    if not args.skip_slots:
+        slots_run(args.model_dir, args.variant, args.device, args.batch, args.tokens, reference)
+        args.out.write_text(json.dumps(figures, indent=1))
     if not args.skip_hf:
         transformers_baseline(args.gguf_dir, args.batch, args.tokens, reference)
     ours = figures.get("engine_greedy_on_device", {}).get("decode_tok_s")

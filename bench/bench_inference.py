@@ -23,10 +23,14 @@ PROMPTS = [
 
 
 def run(model, concurrency: int, tokens: int, prefill_step_ratio: float | None = None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    from inference.kv_slots import SlotScheduler, is_slot_model
     from inference.scheduler import BatchScheduler, SequenceParams
 
     kw = {} if prefill_step_ratio is None else {"prefill_step_ratio": prefill_step_ratio}
-    sched = BatchScheduler(model, max_batch=max(concurrency, 1), **kw)
+    if is_slot_model(model):  # a `-slots` variant: fixed KV slots, sized for these prompts
+        sched = SlotScheduler(model, kv_capacity=tokens + 128, max_batch=max(concurrency, 1), **kw)
+    else:
+        sched = BatchScheduler(model, max_batch=max(concurrency, 1), **kw)
     sched.start()
     done = threading.Event()
     results = []

@@ -26,7 +26,18 @@ PROMPT = "Explain what a Kafka consumer group is in two sentences."
 
 
 def ours_decode_tok_s(model, prompt: list[int], tokens: int) -> float:  # type: ignore[no-untyped-def]
+    from inference.kv_slots import HostSlots, is_slot_model
+
     n = len(prompt)
+    if is_slot_model(model):  # a `-slots` variant: the cache is a fixed buffer written in place
+        slots = HostSlots(model, 1, n + tokens + 1)
+        logits = slots.forward(0, np.array([prompt]), np.arange(n)[None], np.array([0]))
+        tok = int(np.argmax(logits[0]))
+        t0 = time.perf_counter()
+        for i in range(tokens):
+            logits = slots.forward(0, np.array([[tok]]), np.array([[n + i]]), np.array([n + i]))
+            tok = int(np.argmax(logits[0]))
+        return tokens / (time.perf_counter() - t0)
     logits, past = model.forward(np.array([prompt]), np.ones((1, n), np.int64), np.arange(n)[None], model.empty_past(1))
     tok = int(np.argmax(logits[0]))
     t0 = time.perf_counter()

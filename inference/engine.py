@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from inference.kv_slots import SlotScheduler, is_slot_model
 from inference.model_files import LoadedModel, load_model
 from inference.prefix_cache import PrefixCache
 from inference.scheduler import BatchScheduler
@@ -27,8 +28,10 @@ def open_chat_model(settings: Settings) -> LoadedModel:
 
         return RemoteChatModel.from_settings(settings)  # type: ignore[return-value]
     model = load_model(settings.models_path, variant=settings.model_variant,
-                       threads=settings.inference_threads, device=settings.inference_device)
-    if "CUDAExecutionProvider" in model.providers:  # IO binding: the KV cache stays on the GPU (issue 8)
+                       threads=settings.inference_threads, device=settings.inference_device,
+                       cuda_graphs=settings.inference_cuda_graphs)
+    if "CUDAExecutionProvider" in model.providers and model.config.get("kv_layout") != "slots":
+        # IO binding: the KV cache stays on the GPU (issue 8); a slot model's scheduler binds its own buffers
         from inference.gpu_runner import DeviceModel
 
         return prepare(DeviceModel(model))  # type: ignore[arg-type]
@@ -36,12 +39,18 @@ def open_chat_model(settings: Settings) -> LoadedModel:
 
 
 def open_scheduler(model: LoadedModel, settings: Settings, max_batch: int | None = None) -> BatchScheduler:
-    """The batch scheduler over ``model`` with the settings' batch, admission, prefill and prefix-cache bounds."""
-    return BatchScheduler(
-        model, max_batch=max_batch or settings.inference_max_batch,
+    """The batch scheduler over ``model`` with the settings' batch, admission, prefill and prefix-cache bounds.
+
+    A ``-slots`` variant gets :class:`inference.kv_slots.SlotScheduler` (fixed KV slots, CUDA graphs)."""
+    kwargs = dict(
+        max_batch=max_batch or settings.inference_max_batch,
         max_tokens_in_flight=settings.inference_max_tokens_in_flight,
         prefill_chunk=settings.inference_prefill_chunk,
         prefill_step_ratio=settings.inference_prefill_step_ratio,
         prefill_whole_tokens=settings.inference_prefill_whole_tokens,
         prefix_cache=PrefixCache(settings.inference_prefix_cache_mb << 20, block=settings.inference_prefix_block),
     )
+    if is_slot_model(model):
+        return SlotScheduler(model, kv_capacity=settings.inference_kv_capacity,
+                             graphs=settings.inference_cuda_graphs, **kwargs)
+    return BatchScheduler(model, **kwargs)

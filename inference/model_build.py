@@ -110,11 +110,13 @@ def _graph_revision(variant: str) -> int | None:
     """The variant's current graph revision; ``None`` where the build extra (onnx) is not installed,
     in which case a built model is taken as it is (it could not be rebuilt here anyway)."""
     try:
-        from .onnx_graph import VARIANTS
+        from .onnx_graph import get_variant
     except ImportError:
         return None
-    cls = VARIANTS.get(variant)
-    return int(cls.revision) if cls is not None else 0
+    try:
+        return int(get_variant(variant).revision)
+    except ValueError:
+        return 0
 
 
 def _manifest_ok(out: Path, variant: str) -> bool:
@@ -156,6 +158,7 @@ def _model_config(reader: object, hp: object, variant: str, kv_dtype: str) -> di
         "pad_token_id": int(pad) if pad is not None else eos,
         "chat_template": field(reader, "tokenizer.chat_template"),
         "kv_dtype": kv_dtype,
+        "kv_layout": "slots" if variant.endswith("-slots") else "padded",  # inference.kv_slots
         "variant": variant,
         "builder_version": BUILDER_VERSION,
         "source": {

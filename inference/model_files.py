@@ -136,8 +136,11 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     return so
 
 
-def load_model(model_dir: Path, variant: str = "fp32", threads: int = 0, device: str = "auto") -> LoadedModel:
-    """Load ``<model_dir>/smollm2-135m-instruct/<variant>/`` (as written by ``build_model``)."""
+def load_model(model_dir: Path, variant: str = "fp32", threads: int = 0, device: str = "auto",
+               cuda_graphs: bool = False) -> LoadedModel:
+    """Load ``<model_dir>/smollm2-135m-instruct/<variant>/`` (as written by ``build_model``).
+
+    ``cuda_graphs``: a ``-slots`` variant on the CUDA EP may capture its decode step (inference.kv_slots)."""
     path = variant_dir(Path(model_dir), variant)
     config_file = path / "model_config.json"
     if not config_file.is_file():
@@ -145,6 +148,9 @@ def load_model(model_dir: Path, variant: str = "fp32", threads: int = 0, device:
     config = json.loads(config_file.read_text())
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
     session = ort.InferenceSession(
-        str(path / "model.onnx"), sess_options=session_options(threads), providers=choose_providers(device)
+        str(path / "model.onnx"), sess_options=session_options(threads), providers=[
+            ("CUDAExecutionProvider", {"enable_cuda_graph": "1"})
+            if name == "CUDAExecutionProvider" and cuda_graphs and config.get("kv_layout") == "slots" else name
+            for name in choose_providers(device)]
     )
     return LoadedModel(path=path, config=config, tokenizer=tokenizer, session=session)

@@ -10,6 +10,17 @@ I/O contract (the batching scheduler relies on it):
 Key column ``j`` is visible to query ``i`` iff ``attention_mask[b, j] == 1`` and ``j <= past_seq + i``;
 masked scores get a large finite negative, so a fully masked (left-pad) query row yields no NaN.
 
+**Fixed KV slots** (a variant name with the ``-slots`` suffix, e.g. ``fp16-slots``; issue 15): the KV cache
+is a fixed buffer that the step updates in place, so a decode step has the same shapes and buffer
+addresses every time and can be captured as a CUDA graph.  Inputs ``input_ids``, ``position_ids``,
+``seqlens_k`` int32 [batch] (each row's length after this step, minus one), ``total_sequence_length``
+int32 scalar (the buffer's capacity, or any value from the longest row's length up to it) and
+``past_key_values.{i}.key|value`` [batch, kv_heads, capacity, head_dim]; outputs ``logits`` and
+``present.{i}.key|value`` of the past's shape, which the caller binds to the *same* buffers (GroupQueryAttention's
+shared past/present buffer: it writes the new columns at ``seqlens_k - seq + 1`` and attends to columns
+``0..seqlens_k``).  Rows are right-aligned at column 0; there is no ``attention_mask``.  Attention is
+always ``GroupQueryAttention`` there (inference.kv_slots runs it).
+
 The variant point is :class:`Variant`: it fixes the activation/KV float type and how a linear layer
 (``y = x @ W.T``) is emitted.  ``fp32`` stores pre-transposed float32 weights for ``MatMul``; ``fp16``
 is the GPU variant (float16 throughout, contrib RMSNorm/RoPE ops that have CUDA kernels); ``int4``
@@ -95,6 +106,7 @@ class Variant:
     revision = 0  # bump when this variant's graph changes: built models with another revision are rebuilt
     opset = OPSET
     fused_attention = False  # com.microsoft.GroupQueryAttention (RoPE, cache append, masking in one op)
+    kv_slots = False  # a fixed KV buffer updated in place (``-slots`` variants; module docstring)
     keep_blocks = False  # read the GGUF's quantised blocks as they are (BlockQuantized) instead of floats
     contrib_ops = False  # RMSNorm/RoPE as ORT contrib ops (CUDA kernels) instead of opset-23 ops
 
@@ -299,11 +311,21 @@ VARIANTS: dict[str, type[Variant]] = {
 }
 
 
+SLOTS_SUFFIX = "-slots"  # ``<variant>-slots``: the same weights with a fixed KV buffer (module docstring)
+SLOTS_REVISION = 2  # bump when the slot layout's graph changes
+
+
 def get_variant(name: str) -> Variant:
+    base = name.removesuffix(SLOTS_SUFFIX)
     try:
-        return VARIANTS[name]()
+        variant = VARIANTS[base]()
     except KeyError:
-        raise ValueError(f"unknown model variant {name!r}; known: {sorted(VARIANTS)}") from None
+        raise ValueError(f"unknown model variant {name!r}; known: {sorted(VARIANTS)}, each also with "
+                         f"{SLOTS_SUFFIX!r}") from None
+    if name != base:
+        variant.name, variant.kv_slots, variant.fused_attention = name, True, True
+        variant.revision = variant.revision * 100 + SLOTS_REVISION
+    return variant
 
 
 def rope_tables(hp: LlamaHParams, max_pos: int) -> tuple[np.ndarray, np.ndarray]:
@@ -373,41 +395,14 @@ class GraphOptions:
     max_positions: int | None = None  # RoPE table length; default: the model's context length
 
 
-def build_graph(
-    weights: LlamaWeights, variant: Variant, options: GraphOptions | None = None
-) -> onnx.ModelProto:
-    """The whole decoder step as an ONNX model (see the module docstring for the I/O contract)."""
-    options = options or GraphOptions()
-    hp = weights.hparams
-    g = GraphBuilder()
-    ft, npf = variant.float_type, variant.np_float
+def _mask_inputs(g: GraphBuilder, variant: Variant, hp: LlamaHParams, ids_shape: str, seq: str, one: str
+                 ) -> tuple[str, list[str], dict[str, str]]:
+    """The left-padded layout's additive attention bias from ``attention_mask``, and what attention needs:
+    GroupQueryAttention's per-step inputs, or the shapes of the unfused attention."""
     H, KV, D = hp.num_heads, hp.num_kv_heads, hp.head_dim
-    L = hp.num_layers
+    npf = variant.np_float
     neg = float(np.finfo(npf).min) * 0.5  # large finite negative for masked scores
-
-    inputs = [
-        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total_seq"]),
-        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
-    ]
-    outputs = [helper.make_tensor_value_info("logits", ft, ["batch", hp.vocab_size])]
-    for i in range(L):
-        for kind in ("key", "value"):
-            inputs.append(
-                helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", ft, ["batch", KV, "past_seq", D])
-            )
-            outputs.append(
-                helper.make_tensor_value_info(f"present.{i}.{kind}", ft, ["batch", KV, "total_seq", D])
-            )
-
-    # ---- shared per-step tensors: embeddings, additive attention mask, RoPE tables
-    embed_fn, head_fn = variant.embedding_and_head(g, weights.embed, weights.lm_head)
-    x = embed_fn("input_ids")
-
-    one = g.const("one_i64", np.array(1, dtype=np.int64))
     zero = g.const("zero_i64", np.array(0, dtype=np.int64))
-    ids_shape = g.op("Shape", ["input_ids"], name="ids_shape")
-    seq = g.op("Gather", [ids_shape, one], name="seq_len", axis=0)
     mask_shape = g.op("Shape", ["attention_mask"], name="mask_shape")
     total = g.op("Gather", [mask_shape, one], name="total_len", axis=0)
     past = g.op("Sub", [total, seq], name="past_len")
@@ -423,8 +418,8 @@ def build_graph(
         [visible, g.const("zero_f", np.array(0, dtype=npf)), g.const("neg_f", np.array(neg, dtype=npf))],
         name="attn_bias",
     )  # [B,1,S,T]
-    qkv_split = g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))
     gqa_inputs: list[str] = []
+    shapes: dict[str, str] = {}
     if variant.fused_attention:  # GroupQueryAttention's per-step inputs, shared by all layers
         total_i32 = g.op("Cast", [total], name="total_len_i32", to=TensorProto.INT32)
         batch = g.op("Gather", [ids_shape, zero], name="batch_size", axis=0)
@@ -447,6 +442,55 @@ def build_graph(
             "out": g.const("shape_attn_out", np.array([0, -1, H * D], dtype=np.int64)),
             "scale": g.const("attn_scale", np.array(1.0 / np.sqrt(D), dtype=npf)),
         }
+
+    return bias, gqa_inputs, shapes
+
+
+def build_graph(
+    weights: LlamaWeights, variant: Variant, options: GraphOptions | None = None
+) -> onnx.ModelProto:
+    """The whole decoder step as an ONNX model (see the module docstring for the I/O contract)."""
+    options = options or GraphOptions()
+    hp = weights.hparams
+    g = GraphBuilder()
+    ft, npf = variant.float_type, variant.np_float
+    H, KV, D = hp.num_heads, hp.num_kv_heads, hp.head_dim
+    L = hp.num_layers
+
+    slots = variant.kv_slots
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    if slots:
+        inputs += [helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
+                   helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, [])]
+    else:
+        inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total_seq"]))
+    inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]))
+    outputs = [helper.make_tensor_value_info("logits", ft, ["batch", hp.vocab_size])]
+    past_len, present_len = ("capacity", "capacity") if slots else ("past_seq", "total_seq")
+    for i in range(L):
+        for kind in ("key", "value"):
+            inputs.append(
+                helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", ft, ["batch", KV, past_len, D])
+            )
+            outputs.append(
+                helper.make_tensor_value_info(f"present.{i}.{kind}", ft, ["batch", KV, present_len, D])
+            )
+
+    # ---- shared per-step tensors: embeddings, additive attention mask, RoPE tables
+    embed_fn, head_fn = variant.embedding_and_head(g, weights.embed, weights.lm_head)
+    x = embed_fn("input_ids")
+
+    one = g.const("one_i64", np.array(1, dtype=np.int64))
+    ids_shape = g.op("Shape", ["input_ids"], name="ids_shape")
+    seq = g.op("Gather", [ids_shape, one], name="seq_len", axis=0)
+    qkv_split = g.const("qkv_split", np.array([H * D, KV * D, KV * D], dtype=np.int64))
+    gqa_inputs: list[str] = []
+    shapes: dict[str, str] = {}
+    bias = ""
+    if slots:  # the caller's per-row lengths; rows start at column 0, so nothing to mask
+        gqa_inputs = ["seqlens_k", "total_sequence_length", ""]
+    else:
+        bias, gqa_inputs, shapes = _mask_inputs(g, variant, hp, ids_shape, seq, one)
 
     cos_t, sin_t = rope_tables(hp, options.max_positions or hp.max_position_embeddings)
     cos = g.const("rope_cos", cos_t.astype(npf))
@@ -500,7 +544,7 @@ def build_graph(
             attn = g.ops(
                 "GroupQueryAttention",
                 [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total_i32,
-                 "", "", "", pad_bias],
+                 *(["", "", "", pad_bias] if pad_bias else [])],
                 [g.name(f"{p}.self_attn.out"), f"present.{i}.key", f"present.{i}.value"],
                 name=f"{p}.self_attn.gqa", domain=MS_DOMAIN,
                 num_heads=H, kv_num_heads=KV, scale=float(1.0 / np.sqrt(D)),

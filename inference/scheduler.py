@@ -215,10 +215,10 @@ class BatchScheduler:
         if not prompt:
             on_finish(_error(seq_id, 0, now, "empty_prompt", "the prompt has no tokens"))
             return
-        if len(prompt) + params.max_tokens > self.model.max_context:
+        if len(prompt) + params.max_tokens > self.max_context:
             on_finish(_error(seq_id, len(prompt), now, "context_length_exceeded",
                              f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
-                             f"model's context of {self.model.max_context}"))
+                             f"model's context of {self.max_context}"))
             return
         seq = _Sequence(seq_id, list(prompt), params, on_start, on_finish,
                         TokenSampler(params.temperature, params.top_p, params.seed))
@@ -250,6 +250,11 @@ class BatchScheduler:
             if seq is not None:
                 seq.canceled = seq.dropped = True
                 self._cond.notify_all()
+
+    @property
+    def max_context(self) -> int:
+        """The longest sequence (prompt + max_tokens) this scheduler runs."""
+        return int(self.model.max_context)
 
     def has_capacity(self) -> bool:
         with self._cond:
@@ -296,7 +301,7 @@ class BatchScheduler:
             except Exception as exc:  # a failing model call fails the sequences it touched, not the worker
                 log.exception("engine step failed")
                 victims = list(self._rows) + ([admit] if admit is not None and admit not in self._rows else [])
-                self._rows, self._kv, self._mask = [], [], np.zeros((0, 0), dtype=np.int64)
+                self._reset_batch()
                 with self._cond:
                     for s in victims:
                         if s in self._waiting:
@@ -309,24 +314,15 @@ class BatchScheduler:
             seq.started_at = time.time()
             if seq.on_start:
                 seq.on_start(seq.seq_id, seq.started_at)
-            empty_past = getattr(self.model, "empty_past", None)  # the model's KV dtype and device
-            seq.past = empty_past(1) if empty_past is not None else [
-                (np.zeros((1, self.model.num_kv_heads, 0, self.model.head_dim), np.float32),) * 2
-                for _ in range(self.model.num_layers)
-            ]
-            hit = self.prefix_cache.lookup(seq.prompt) if self.prefix_cache is not None else None
-            if hit is not None:
-                seq.past, seq.prefilled = hit.past, hit.tokens
+            self._start_prefill(seq)
         start = seq.prefilled
         interleaved = bool(self._rows) and self.prefill_step_ratio > 0 \
             and len(seq.prompt) - start > self.prefill_whole_tokens
         end = min(len(seq.prompt), start + (self._chunk_while_decoding if interleaved else self.prefill_chunk))
         ids = np.asarray([seq.prompt[start:end]], dtype=np.int64)
-        mask = np.ones((1, end), dtype=np.int64)
         pos = np.arange(start, end, dtype=np.int64)[None, :]
-        assert seq.past is not None
         began = time.perf_counter()
-        logits, seq.past = self.model.forward(ids, mask, pos, seq.past)
+        logits = self._prefill_forward(seq, ids, pos)
         took = max(time.perf_counter() - began, 1e-4)
         self._call_s = min(self._call_s, took)
         if interleaved:
@@ -337,12 +333,55 @@ class BatchScheduler:
         with self._cond:
             self._waiting.popleft()
         if self.prefix_cache is not None:
-            self.prefix_cache.insert(seq.prompt, seq.past)
+            self.prefix_cache.insert(seq.prompt, self._prefilled_kv(seq))
         token = seq.sampler(logits[0])
         seq.first_token_at = time.time()
         if self._accept_token(seq, token):
             self._join_batch(seq)
         seq.past = None
+
+    # ---- the KV layout: a left-padded batch cache (inference.kv_slots.SlotScheduler: fixed slots) ----
+    def _start_prefill(self, seq: _Sequence) -> None:
+        """A sequence's prefill begins: an empty KV cache, or the longest cached prefix's."""
+        empty_past = getattr(self.model, "empty_past", None)  # the model's KV dtype and device
+        seq.past = empty_past(1) if empty_past is not None else [
+            (np.zeros((1, self.model.num_kv_heads, 0, self.model.head_dim), np.float32),) * 2
+            for _ in range(self.model.num_layers)
+        ]
+        hit = self.prefix_cache.lookup(seq.prompt) if self.prefix_cache is not None else None
+        if hit is not None:
+            seq.past, seq.prefilled = hit.past, hit.tokens
+
+    def _prefill_forward(self, seq: _Sequence, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Prefill ``ids`` (one row) at positions ``pos``; the last position's logits."""
+        assert seq.past is not None
+        mask = np.ones((1, int(pos[0, -1]) + 1), dtype=np.int64)
+        logits, seq.past = self.model.forward(ids, mask, pos, seq.past)
+        return logits
+
+    def _prefilled_kv(self, seq: _Sequence) -> list[KV]:
+        """The KV of a fully prefilled prompt, for the prefix cache."""
+        assert seq.past is not None
+        return seq.past
+
+    def _decode_forward(self, rows: list[_Sequence]) -> np.ndarray:
+        """One token of every row: the batch's logits, in row order."""
+        ids = np.asarray([[s.next_token] for s in rows], dtype=np.int64)
+        pos = np.asarray([[len(s.prompt) + len(s.generated) - 1] for s in rows], dtype=np.int64)
+        mask = np.concatenate([self._mask, np.ones((len(rows), 1), np.int64)], axis=1)
+        logits, self._kv = self.model.forward(ids, mask, pos, self._kv)
+        self._mask = mask
+        return logits
+
+    def _row_kv(self, i: int) -> tuple[int, list[KV]]:
+        """Row ``i``'s length and KV (its own columns, one row), for the prefix cache."""
+        width = self._mask.shape[1]
+        length = int(self._mask[i].sum())  # left-padded: the row's columns are the last `length`
+        return length, [(np.ascontiguousarray(k[i:i + 1, :, width - length:]),
+                         np.ascontiguousarray(v[i:i + 1, :, width - length:])) for k, v in self._kv]
+
+    def _reset_batch(self) -> None:
+        self._rows, self._kv, self._mask = [], [], np.zeros((0, 0), dtype=np.int64)
 
     def _adapt_chunk(self, tokens: int, took: float) -> None:
         """Size the next slice from this one. Its cost grows with the tokens it computes and the context
@@ -373,15 +412,11 @@ class BatchScheduler:
 
     def _decode_step(self) -> None:
         rows = self._rows
-        ids = np.asarray([[s.next_token] for s in rows], dtype=np.int64)
-        pos = np.asarray([[len(s.prompt) + len(s.generated) - 1] for s in rows], dtype=np.int64)
-        mask = np.concatenate([self._mask, np.ones((len(rows), 1), np.int64)], axis=1)
         began = time.perf_counter()
-        logits, self._kv = self.model.forward(ids, mask, pos, self._kv)
+        logits = self._decode_forward(rows)
         took = time.perf_counter() - began
         self._call_s = min(self._call_s, took)
         self._decode_s = took if self._decode_s == 0 else 0.8 * self._decode_s + 0.2 * took
-        self._mask = mask
         self.steps += 1
         done = [s for i, s in enumerate(rows) if not self._accept_token(s, s.sampler(logits[i]))]
         if done:
@@ -392,15 +427,11 @@ class BatchScheduler:
     def _cache_rows(self, leaving: list[_Sequence]) -> None:
         """Keep finished rows' KV (prompt and the generated tokens fed so far) for follow-up turns."""
         assert self.prefix_cache is not None
-        width = self._mask.shape[1]
         for i, s in enumerate(self._rows):
             if s not in leaving or s.canceled:
                 continue
-            length = int(self._mask[i].sum())  # left-padded: the row's columns are the last `length`
-            tokens = (s.prompt + s.generated)[:length]
-            past = [(np.ascontiguousarray(k[i:i + 1, :, width - length:]),
-                     np.ascontiguousarray(v[i:i + 1, :, width - length:])) for k, v in self._kv]
-            self.prefix_cache.insert(tokens, past)
+            length, past = self._row_kv(i)
+            self.prefix_cache.insert((s.prompt + s.generated)[:length], past)
 
     def _accept_token(self, seq: _Sequence, token: int) -> bool:
         """Record a sampled token; return False (and finish the sequence) when it ends."""

@@ -134,6 +134,11 @@ class Settings(BaseSettings):
                                        "start the same way (conversations, autonomy system prompts); 0 = off")
     inference_prefix_block: int = Field(default=16, ge=1, description="prefix cache match granularity, in tokens")
     inference_device: str = "auto"  # auto | cpu | cuda
+    inference_kv_capacity: int = Field(
+        default=2048, ge=16, description="`-slots` model variants: KV columns per slot, the longest prompt + "
+                                         "max_tokens a worker runs (each of max_batch + 1 slots holds this many)")
+    inference_cuda_graphs: bool = Field(
+        default=True, description="`-slots` variants on CUDA: capture the decode step as a CUDA graph and replay it")
     inference_drain_timeout_s: float = 60.0  # SIGTERM: finish in-flight generations this long, then hand back
 
     # worker processes serve /healthz and /metrics here (0 = off)
