@@ -51,7 +51,7 @@ def run(sched: BatchScheduler, prompts: list[list[int]], max_tokens: int = MAX_N
             sched.submit(str(i), prompt, SequenceParams(max_tokens=max_tokens), finish)
             if one_at_a_time:
                 with done:
-                    assert done.wait_for(lambda: len(results) == i + 1, 300)
+                    assert done.wait_for(lambda want=i + 1: len(results) == want, 300)
         with done:
             assert done.wait_for(lambda: len(results) == len(prompts), 600)
     finally:
@@ -105,7 +105,7 @@ def test_a_step_on_slots_equals_the_padded_cache_and_leaves_other_slots_alone(
     step = slots.forward(1, np.array([[token]]), np.array([[n]]), np.array([n]))
     ref_step, ref_past = padded.forward(np.array([[token]]), np.ones((1, n + 1), np.int64), np.array([[n]]), ref_past)
     np.testing.assert_allclose(step, ref_step, atol=2e-3)
-    for layer, (k, v) in enumerate(slots.buffers):
+    for layer, (k, _v) in enumerate(slots.buffers):
         np.testing.assert_array_equal(k[0], before[layer])  # slot 0 untouched
         np.testing.assert_allclose(k[1, :, :n + 1], ref_past[layer][0][0], atol=1e-4)  # the new column in place
         assert not k[1, :, n + 1:].any()
