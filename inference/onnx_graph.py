@@ -283,18 +283,23 @@ class Int8DqVariant(Variant):
     The fastest GEMMs measured here at batch 16 (about 2x ``MatMulNBits`` with ``accuracy_level`` 4),
     but one activation scale for the whole ``[batch, seq, in]`` input makes it the least accurate
     variant (bench/README.md), and a row's numerics depend on the rows batched with it.  Kept as a
-    measured option, not recommended.  Weights: the GGUF's dequantised values, ``scale = max|row| / 127``.
+    measured option, not recommended.  Weights: the GGUF's dequantised values, ``scale = max|row| / 63`` (7 bits, see ``weight_levels``).
     """
 
     name = "int8-dq"
-    revision = 1
+    revision = 2
     fused_attention = True
+    # 7-bit weights (ONNX Runtime's "reduce_range"): on x86 CPUs without VNNI, MLAS's u8s8 kernel adds
+    # pairs of u8 x s8 products in int16 with saturation (vpmaddubsw); 255 * 127 * 2 overflows it and
+    # the model gave a wrong first token on an AVX2-only EPYC; 255 * 63 * 2 = 32,130 cannot.
+    weight_levels = 63
 
     def linear(self, g: GraphBuilder, x: str, w: Matrix, name: str) -> str:
         wf = as_float(w)  # [out, in]
         amax = np.abs(wf).max(axis=1)
-        scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
-        q = np.clip(np.rint(wf / scale[:, None]), -127, 127).astype(np.int8)
+        top = self.weight_levels
+        scale = np.where(amax > 0, amax / np.float32(top), np.float32(1)).astype(np.float32)
+        q = np.clip(np.rint(wf / scale[:, None]), -top, top).astype(np.int8)
         qt = g.const(f"{name}.qweight_t", np.ascontiguousarray(q.T))  # [in, out]
         return g.op(
             "DynamicQuantizeMatMul", [x, qt, g.const(f"{name}.scales", scale)], name=name, domain=MS_DOMAIN
