@@ -216,44 +216,11 @@ def engine_decode(model: Any, batch: int, tokens: int) -> None:
     print(f"   aggregate decode tok/s after N tokens per row: {timeline}")
 
 
-@section("scheduler")
-def scheduler_run(model: Any, batch: int, tokens: int) -> None:
-    from inference.scheduler import BatchScheduler, SequenceParams
-
-    prompts = batch_prompts(model, batch)
-    for _rep in range(2):
-        sched = BatchScheduler(model, max_batch=batch)
-        sched.start()
-        results: list[Any] = []
-        done = threading.Event()
-
-        def finish(r: Any, results: list[Any] = results, done: threading.Event = done) -> None:
-            results.append(r)
-            if len(results) == batch:
-                done.set()
-
-        t0 = time.perf_counter()
-        for i, p in enumerate(prompts):
-            sched.submit(str(i), p, SequenceParams(max_tokens=tokens, ignore_eos=True), finish)
-        done.wait(600)
-        wall = time.perf_counter() - t0
-        sched.stop()
-    generated = sum(r.completion_tokens for r in results)
-    last_first = max(r.first_token_at for r in results)
-    end = max(r.finished_at for r in results)
-    decode_tokens = sum(r.completion_tokens - 1 for r in results)
-    figures["scheduler"] = {"batch": batch, "tokens": tokens, "wall_s": round(wall, 2),
-                            "tok_s_incl_prefill": round(generated / wall, 0),
-                            "decode_tok_s_after_all_joined": round(decode_tokens / max(end - last_first, 1e-9) if end > last_first else 0, 0)}
-    print(f"   {figures['scheduler']}")
-
-
-def _slot_run(model: Any, prompts: list[list[int]], tokens: int, graphs: bool) -> tuple[dict, list[Any]]:
-    from inference.kv_slots import SlotScheduler
+def timed_run(sched: Any, prompts: list[list[int]], tokens: int) -> tuple[dict, list[Any]]:
+    """All ``prompts`` at once through ``sched`` (EOS ignored): wall time, tok/s, decode tok/s once every
+    sequence has joined, and the results."""
     from inference.scheduler import SequenceParams
 
-    sched = SlotScheduler(model, kv_capacity=max(len(p) for p in prompts) + tokens + 1, max_batch=len(prompts),
-                          graphs=graphs)
     sched.start()
     results: list[Any] = []
     done = threading.Event()
@@ -269,14 +236,33 @@ def _slot_run(model: Any, prompts: list[list[int]], tokens: int, graphs: bool) -
     done.wait(600)
     wall = time.perf_counter() - t0
     sched.stop()
-    last_first = max(r.first_token_at for r in results)
+    last_first = max(r.first_token_at or r.finished_at for r in results)
     end = max(r.finished_at for r in results)
-    decode_tokens = sum(r.completion_tokens - 1 for r in results)
+    decode_tokens = sum(max(r.completion_tokens - 1, 0) for r in results)
     errors = sorted({r.error_message for r in results if r.finish_reason == "error"})
-    return {"batch": len(prompts), "tokens": tokens, "graphs": graphs, "wall_s": round(wall, 2),
+    return {"batch": len(prompts), "tokens": tokens, "wall_s": round(wall, 2),
             "tok_s_incl_prefill": round(sum(r.completion_tokens for r in results) / wall, 0),
             "decode_tok_s_after_all_joined": round(decode_tokens / (end - last_first), 0) if end > last_first else 0,
             "errors": errors[:3]}, results
+
+
+@section("scheduler")
+def scheduler_run(model: Any, batch: int, tokens: int) -> None:
+    from inference.scheduler import BatchScheduler
+
+    prompts = batch_prompts(model, batch)
+    for _rep in range(2):  # the second run counts (warm)
+        figures["scheduler"], _ = timed_run(BatchScheduler(model, max_batch=batch), prompts, tokens)
+    print(f"   {figures['scheduler']}")
+
+
+def _slot_run(model: Any, prompts: list[list[int]], tokens: int, graphs: bool) -> tuple[dict, list[Any]]:
+    from inference.kv_slots import SlotScheduler
+
+    sched = SlotScheduler(model, kv_capacity=max(len(p) for p in prompts) + tokens + 1, max_batch=len(prompts),
+                          graphs=graphs)
+    run, results = timed_run(sched, prompts, tokens)
+    return {**run, "graphs": graphs}, results
 
 
 @section("fixed KV slots, with and without CUDA graphs")

@@ -30,7 +30,7 @@ def open_chat_model(settings: Settings) -> LoadedModel:
     model = load_model(settings.models_path, variant=settings.model_variant,
                        threads=settings.inference_threads, device=settings.inference_device,
                        cuda_graphs=settings.inference_cuda_graphs)
-    if "CUDAExecutionProvider" in model.providers and model.config.get("kv_layout") != "slots":
+    if "CUDAExecutionProvider" in model.providers and not is_slot_model(model):
         # IO binding: the KV cache stays on the GPU (issue 8); a slot model's scheduler binds its own buffers
         from inference.gpu_runner import DeviceModel
 

@@ -46,30 +46,34 @@ class HostSlots:
     """``slots`` decode slots and one staging slot of ``capacity`` columns, in host memory."""
 
     graphs = False
+    device, device_id = "cpu", 0
+    run_options: ort.RunOptions | None = None  # of a step that is not a captured decode
 
     def __init__(self, model: Any, slots: int, capacity: int) -> None:
         self.model, self.session = model, model.session
         self.slots, self.capacity = slots, capacity
         self.staging = slots
         self.dtype = np.dtype(model.kv_dtype)
-        shape = (slots + 1, model.num_kv_heads, capacity, model.head_dim)
         self._shape = [model.num_kv_heads, capacity, model.head_dim]
-        self.buffers = [(np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)) for _ in range(model.num_layers)]
         self.row_bytes = int(np.prod(self._shape)) * self.dtype.itemsize
         self._total = np.array(capacity, np.int32)
+        self.buffers = self._allocate([slots + 1, *self._shape])
+
+    def _allocate(self, shape: list[int]) -> list[Any]:
+        return [(np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)) for _ in range(self.model.num_layers)]
 
     # ---- addresses --------------------------------------------------------------------------------
     def _pointers(self) -> list[tuple[int, int]]:
         return [(k.ctypes.data, v.ctypes.data) for k, v in self.buffers]
 
-    def _bind_rows(self, io: Any, first: int, count: int, device: str = "cpu", device_id: int = 0) -> None:
+    def _bind_rows(self, io: Any, first: int, count: int) -> None:
         element = self.dtype.type
         shape = [count, *self._shape]
         for i, (k, v) in enumerate(self._pointers()):
             for kind, base in (("key", k), ("value", v)):
                 at = base + first * self.row_bytes
-                io.bind_input(f"past_key_values.{i}.{kind}", device, device_id, element, shape, at)
-                io.bind_output(f"present.{i}.{kind}", device, device_id, element, shape, at)
+                io.bind_input(f"past_key_values.{i}.{kind}", self.device, self.device_id, element, shape, at)
+                io.bind_output(f"present.{i}.{kind}", self.device, self.device_id, element, shape, at)
 
     # ---- steps ------------------------------------------------------------------------------------
     def forward(self, first: int, input_ids: np.ndarray, position_ids: np.ndarray,
@@ -84,7 +88,7 @@ class HostSlots:
         io.bind_cpu_input("seqlens_k", (np.asarray(lengths, np.int64) + seq - 1).astype(np.int32))
         io.bind_cpu_input("total_sequence_length", self._total)
         self._bind_rows(io, first, n)
-        self.session.run_with_iobinding(io)
+        self.session.run_with_iobinding(io, self.run_options)
         return io.get_outputs()[0].numpy().astype(np.float32, copy=False)
 
     def decode(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
@@ -122,21 +126,8 @@ class DeviceSlots(HostSlots):
 
     def __init__(self, model: Any, slots: int, capacity: int, device: str = "cuda", device_id: int = 0,
                  graphs: bool = False) -> None:
-        self.model, self.session = model, model.session
-        self.slots, self.capacity, self.staging = slots, capacity, slots
         self.device, self.device_id, self.graphs = device, device_id, graphs
-        self.dtype = np.dtype(model.kv_dtype)
-        self._shape = [model.num_kv_heads, capacity, model.head_dim]
-        self.row_bytes = int(np.prod(self._shape)) * self.dtype.itemsize
-        shape = [slots + 1, *self._shape]
-        # one zeroed array per buffer: on the CPU an OrtValue wraps the array's memory instead of copying it
-        self._host = [np.zeros(shape, self.dtype) for _ in range(2 * model.num_layers)] if device == "cpu" else []
-        zeros = np.zeros(shape, self.dtype) if device != "cpu" else None
-        made = [ort.OrtValue.ortvalue_from_numpy(a, device, device_id) for a in self._host] or [
-            ort.OrtValue.ortvalue_from_numpy(zeros, device, device_id) for _ in range(2 * model.num_layers)]
-        self.buffers = list(zip(made[::2], made[1::2], strict=True))
-        del zeros
-        self._total = np.array(capacity, np.int32)
+        super().__init__(model, slots, capacity)
         providers: list[Any] = ["CPUExecutionProvider"]
         if device == "cuda":
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": str(device_id)}))
@@ -147,31 +138,28 @@ class DeviceSlots(HostSlots):
         self._copy = ort.InferenceSession(
             helper.make_model(copy, opset_imports=[helper.make_opsetid("", 21)], ir_version=10).SerializeToString(),
             providers=providers)
-        self._no_graph = ort.RunOptions()
-        self._no_graph.add_run_config_entry("gpu_graph_id", NO_GRAPH)
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry("gpu_graph_id", NO_GRAPH)
         self._graph = ort.RunOptions()
         self._graph.add_run_config_entry("gpu_graph_id", GRAPH_DECODE)
         self._fixed: dict[str, Any] | None = None  # the graph's input and output buffers, made on first use
 
+    def _allocate(self, shape: list[int]) -> list[Any]:
+        layers = self.model.num_layers
+        if self.device == "cpu":  # an OrtValue wraps a CPU array's memory: one array per buffer, kept alive
+            self._host = [np.zeros(shape, self.dtype) for _ in range(2 * layers)]
+            values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self._host]
+        else:
+            zeros = np.zeros(shape, self.dtype)
+            values = [ort.OrtValue.ortvalue_from_numpy(zeros, self.device, self.device_id) for _ in range(2 * layers)]
+        return list(zip(values[::2], values[1::2], strict=True))
+
     def _pointers(self) -> list[tuple[int, int]]:
         return [(k.data_ptr(), v.data_ptr()) for k, v in self.buffers]
 
-    def forward(self, first: int, input_ids: np.ndarray, position_ids: np.ndarray,
-                lengths: np.ndarray) -> np.ndarray:
-        n, seq = input_ids.shape
-        io = self.session.io_binding()
-        io.bind_output("logits", "cpu")
-        io.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, np.int64))
-        io.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, np.int64))
-        io.bind_cpu_input("seqlens_k", (np.asarray(lengths, np.int64) + seq - 1).astype(np.int32))
-        io.bind_cpu_input("total_sequence_length", self._total)
-        self._bind_rows(io, first, n, self.device, self.device_id)
-        self.session.run_with_iobinding(io, self._no_graph)
-        return io.get_outputs()[0].numpy().astype(np.float32, copy=False)
-
     def decode(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         if not self.graphs:
-            return self.forward(0, input_ids, position_ids, position_ids[:, 0])
+            return super().decode(input_ids, position_ids)
         n = len(input_ids)
         ids = np.zeros((self.slots, 1), np.int64)
         pos = np.zeros((self.slots, 1), np.int64)
@@ -191,7 +179,7 @@ class DeviceSlots(HostSlots):
             for name in ("input_ids", "position_ids", "seqlens_k", "total_sequence_length"):
                 io.bind_ortvalue_input(name, self._fixed[name])
             io.bind_ortvalue_output("logits", self._fixed["logits"])
-            self._bind_rows(io, 0, self.slots, self.device, self.device_id)
+            self._bind_rows(io, 0, self.slots)
             self._fixed["io"] = io
         else:
             self._fixed["input_ids"].update_inplace(ids)
