@@ -184,9 +184,14 @@ async def path_runs(base: str, key: str, baseline: Baseline, args: argparse.Name
     cores each stack process used during the single streams."""
     out: dict[str, object] = {}
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=600) as client:
-        await interleaved(client, baseline, [0], 8, False)  # warm-up, both sides
+        # warm-up, both sides and the same prompts (the two prefix caches stay in step): a fresh stack's
+        # first minute is slow (the broker's JIT: produce and fetch waits of 50-90 ms in it)
+        for i in range(args.warmup):
+            await interleaved(client, baseline, [i], 8, i % 2 == 1)
         ttft = [await interleaved(client, baseline, [i], 8, i % 2 == 1) for i in range(args.ttft_requests)]
         out["ttft"] = ([p[0] for p, _ in ttft], [e[0] for _, e in ttft])
+        if args.ttft_only:
+            return out
 
         def used(pid: int) -> float:  # the client itself only: the broker and PostgreSQL are its children
             return cpu_seconds(pid) if pid == os.getpid() else tree_cpu_seconds(pid)
@@ -331,6 +336,10 @@ def main() -> None:
     ap.add_argument("--variant", default="fp32")
     ap.add_argument("--profile", help="write a py-spy profile (speedscope JSON) of the gateway's fan-out here")
     ap.add_argument("--fan-out-only", action="store_true", help="skip the model phases")
+    ap.add_argument("--warmup", type=int, default=100,
+                    help="short requests through the path before anything is measured (a fresh stack warms up)")
+    ap.add_argument("--json", help="write every request's timings here")
+    ap.add_argument("--ttft-only", action="store_true", help="only the TTFT phase (no streams, calls or fan-out)")
     args = ap.parse_args()
 
     from gateway.tenants import create_tenant
@@ -377,18 +386,18 @@ def main() -> None:
                         "postgresql": pg.pid, "this client": os.getpid()}
                 baseline = Baseline(models, args.variant, args.threads)
                 runs = asyncio.run(path_runs(base, pro_key, baseline, args, {k: v for k, v in pids.items() if v}))
-                calls = asyncio.run(completion_vs_long_poll(base, pro_key, max(10, args.requests // 2), 16))
+                calls = {} if args.ttft_only else asyncio.run(completion_vs_long_poll(base, pro_key, max(10, args.requests // 2), 16))
                 metrics = httpx.get(f"http://127.0.0.1:{worker_metrics}/metrics", timeout=10).text
                 print("worker prefix cache:", " ".join(
                     line.split("{")[0].removeprefix("lotabots_prefix_cache_") + "=" + line.rsplit(" ", 1)[1]
                     for line in metrics.splitlines() if line.startswith("lotabots_prefix_cache_")))
-            fan = asyncio.run(fan_out(base, fan_keys, kafka.bootstrap, gateway.pid, args.streams, int(args.steps),
+            fan = {} if args.ttft_only else asyncio.run(fan_out(base, fan_keys, kafka.bootstrap, gateway.pid, args.streams, int(args.steps),
                                       args.seconds, args.profile))
         finally:
             for process in (worker, writer, gateway):
                 process.terminate()
                 process.wait(30)
-    fan_line = (f"fan-out: {args.streams} streams, {args.steps:.0f} steps/s: delivered {fan['delivered']:.0f}/"
+    fan_line = "" if args.ttft_only else (f"fan-out: {args.streams} streams, {args.steps:.0f} steps/s: delivered {fan['delivered']:.0f}/"
                 f"{fan['expected']:.0f} chunks, {fan['chunks_s']:,.0f} chunks/s, gateway CPU {fan['cpu_s']:.2f} s = "
                 f"{fan['cpu_us_per_chunk']:.1f} us/chunk = {1e6 / fan['cpu_us_per_chunk']:,.0f} chunks/s per core "
                 f"(goal >= 20,000); chunk latency p50 {fan['p50_ms']:.1f} ms p99 {fan['p99_ms']:.1f} ms")
@@ -401,6 +410,8 @@ def main() -> None:
         return pct([r[key] for r in rows], q)
 
     via, eng = runs["ttft"]
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs))
     print(f"TTFT, one request at a time, interleaved (n={args.ttft_requests}, {args.variant}, {args.threads} threads):")
     print(f"  engine            p50 {p(eng, 'ttft_ms', .5):7.1f} ms  p99 {p(eng, 'ttft_ms', .99):7.1f} ms")
     print(f"  through the path  p50 {p(via, 'ttft_ms', .5):7.1f} ms  p99 {p(via, 'ttft_ms', .99):7.1f} ms")
@@ -412,6 +423,8 @@ def main() -> None:
           f"p99 {pct(paired, .99):7.1f} ms  (goal <= 15 / 40 ms)")
     print(f"  overhead, path p - engine p                        p50 {p(via, 'ttft_ms', .5) - p(eng, 'ttft_ms', .5):7.1f} ms  "
           f"p99 {p(via, 'ttft_ms', .99) - p(eng, 'ttft_ms', .99):7.1f} ms")
+    if args.ttft_only:
+        return
 
     def rates(path: list[dict[str, float]], eng: list[dict[str, float]]) -> tuple[float, float, float]:
         return (statistics.mean(r["chars_s"] for r in path), statistics.mean(r["chars_s"] for r in eng),

@@ -56,6 +56,7 @@ def run_inference_worker(settings: Settings, tier: str) -> None:
     async def main() -> None:
         model = await asyncio.to_thread(open_chat_model, settings)
         worker = InferenceWorker(settings, tier, model)
+        settle_heap()  # a full collection on the loop thread stalls token publishing (and the engine's GIL)
         _on_signals(worker.request_stop)
         await _serve_health(settings, lambda: True)
         await worker.run()
@@ -70,6 +71,7 @@ def run_result_writer(settings: Settings) -> None:
     async def main() -> None:
         engine = make_engine(settings.database_url)
         writer = ResultWriter(settings, engine)
+        settle_heap()
         _on_signals(writer.request_stop)
         await _serve_health(settings, lambda: True)
         try:
@@ -87,6 +89,7 @@ def run_webhook_dispatcher(settings: Settings) -> None:
     async def main() -> None:
         engine = make_engine(settings.database_url)
         dispatcher = WebhookDispatcher(settings, engine)
+        settle_heap()
         _on_signals(dispatcher.request_stop)
         await _serve_health(settings, lambda: True)
         try:
@@ -104,6 +107,7 @@ def run_mailer(settings: Settings) -> None:
     async def main() -> None:
         engine = make_engine(settings.database_url, pool_size=max(2, settings.mailer_concurrency))
         mailer = Mailer(settings, engine)
+        settle_heap()
         _on_signals(mailer.request_stop)
         await _serve_health(settings, lambda: True)
         try:
