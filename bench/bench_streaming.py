@@ -337,7 +337,7 @@ def main() -> None:
     ap.add_argument("--profile", help="write a py-spy profile (speedscope JSON) of the gateway's fan-out here")
     ap.add_argument("--fan-out-only", action="store_true", help="skip the model phases")
     ap.add_argument("--warmup", type=int, default=100,
-                    help="short requests through the path before anything is measured (a fresh stack warms up)")
+                    help="short requests on both sides before anything is measured (a fresh stack warms up)")
     ap.add_argument("--json", help="write every request's timings here")
     ap.add_argument("--ttft-only", action="store_true", help="only the TTFT phase (no streams, calls or fan-out)")
     args = ap.parse_args()

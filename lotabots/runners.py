@@ -56,7 +56,7 @@ def run_inference_worker(settings: Settings, tier: str) -> None:
     async def main() -> None:
         model = await asyncio.to_thread(open_chat_model, settings)
         worker = InferenceWorker(settings, tier, model)
-        settle_heap()  # a full collection on the loop thread stalls token publishing (and the engine's GIL)
+        settle_heap()  # as the gateway: start-up objects out of the collector's full collections
         _on_signals(worker.request_stop)
         await _serve_health(settings, lambda: True)
         await worker.run()
