@@ -8,6 +8,7 @@ alike; the median over rounds is reported, with each variant's ratio to the firs
 ``16 / 1`` scheduler ratio.  Usage::
 
     python bench/bench_variants.py [--variants fp32,int4-fp32,int4,int8,int8-dq] [--rounds 3] [--tokens 128]
+    python bench/bench_variants.py --variants fp32,fp32+int4-fp32   # a worker's one-row steps on int4-fp32
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ def main() -> None:
     model_dir = REPO / ".data" / "models"
     variants = args.variants.split(",")
     models = {}
-    for v in variants:
-        build_model(model_dir, v)
-        models[v] = prepare(load_model(model_dir, variant=v, threads=args.threads, device="cpu"))
+    for v in variants:  # "fp32+int4-fp32": fp32 with one-row steps on int4-fp32 (model_single_row_variant)
+        main_variant, _, single_row = v.partition("+")
+        for part in filter(None, (main_variant, single_row)):
+            build_model(model_dir, part)
+        models[v] = prepare(load_model(model_dir, variant=main_variant, threads=args.threads, device="cpu",
+                                       single_row_variant=single_row or None))
     prompt = models[variants[0]].encode_chat([{"role": "user", "content": PROMPT}])
     for m in models.values():  # warm-up
         ours_decode_tok_s(m, prompt, 8)

@@ -18,6 +18,15 @@ def prepare(model: LoadedModel) -> LoadedModel:
     return model
 
 
+def serving_variants(settings: Settings) -> list[str]:
+    """The variants a worker with ``settings`` loads: the model variant, and the single-row one when set
+    (built on every machine: whether it is used depends on the device found at load time)."""
+    single = settings.model_single_row_variant
+    if not single or single == settings.model_variant or settings.model_variant.endswith("-slots"):
+        return [settings.model_variant]
+    return [settings.model_variant, single]
+
+
 def open_chat_model(settings: Settings) -> LoadedModel:
     if settings.inference_backend == "simulated":  # TEST BACKEND: time per token, no CPU (issue 7)
         from inference.simulated import SimulatedChatModel
@@ -29,7 +38,8 @@ def open_chat_model(settings: Settings) -> LoadedModel:
         return RemoteChatModel.from_settings(settings)  # type: ignore[return-value]
     model = load_model(settings.models_path, variant=settings.model_variant,
                        threads=settings.inference_threads, device=settings.inference_device,
-                       cuda_graphs=settings.inference_cuda_graphs)
+                       cuda_graphs=settings.inference_cuda_graphs,
+                       single_row_variant=settings.model_single_row_variant or None)
     if "CUDAExecutionProvider" in model.providers and not is_slot_model(model):
         # IO binding: the KV cache stays on the GPU (issue 8); a slot model's scheduler binds its own buffers
         from inference.gpu_runner import DeviceModel

@@ -46,6 +46,10 @@ class LoadedModel:
     config: dict[str, Any]
     tokenizer: Tokenizer
     session: ort.InferenceSession
+    # steps of exactly one row (a single stream's decode) run here when set: the same weights in a
+    # form that is faster for one row (load_model's ``single_row_variant``); same I/O and KV layout
+    single_row: ort.InferenceSession | None = None
+    single_row_variant: str | None = None
     _output_names: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,7 +94,8 @@ class LoadedModel:
         for i, (k, v) in enumerate(past):
             feed[f"past_key_values.{i}.key"] = k
             feed[f"past_key_values.{i}.value"] = v
-        out = self.session.run(self._output_names, feed)
+        one_row = self.single_row is not None and feed["input_ids"].shape == (1, 1)
+        out = (self.single_row if one_row else self.session).run(self._output_names, feed)  # type: ignore[union-attr]
         present = [(out[1 + 2 * i], out[2 + 2 * i]) for i in range(self.num_layers)]
         return out[0], present
 
@@ -136,21 +141,49 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     return so
 
 
-def load_model(model_dir: Path, variant: str = "fp32", threads: int = 0, device: str = "auto",
-               cuda_graphs: bool = False) -> LoadedModel:
-    """Load ``<model_dir>/smollm2-135m-instruct/<variant>/`` (as written by ``build_model``).
-
-    ``cuda_graphs``: a ``-slots`` variant on the CUDA EP may capture its decode step (inference.kv_slots)."""
-    path = variant_dir(Path(model_dir), variant)
+def _read_config(path: Path) -> dict[str, Any]:
     config_file = path / "model_config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"no built model at {path}; run `lotabots model build` first")
-    config = json.loads(config_file.read_text())
+    return json.loads(config_file.read_text())
+
+
+def single_row_applies(variant: str, single_row_variant: str | None, providers: Sequence[str]) -> bool:
+    """Whether one-row steps of ``variant`` run on ``single_row_variant``: only on the CPU EP (the GPU
+    path binds its own buffers and was not measured), only for the padded KV layout (a ``-slots``
+    model keeps its KV in fixed buffers), and only when it names another variant."""
+    return (
+        bool(single_row_variant) and single_row_variant != variant
+        and list(providers) == ["CPUExecutionProvider"]
+        and not variant.endswith("-slots") and not str(single_row_variant).endswith("-slots")
+    )
+
+
+def load_model(model_dir: Path, variant: str = "fp32", threads: int = 0, device: str = "auto",
+               cuda_graphs: bool = False, single_row_variant: str | None = None) -> LoadedModel:
+    """Load ``<model_dir>/smollm2-135m-instruct/<variant>/`` (as written by ``build_model``).
+
+    ``cuda_graphs``: a ``-slots`` variant on the CUDA EP may capture its decode step (inference.kv_slots).
+    ``single_row_variant``: a second variant (built beside it) whose session runs the steps of exactly one
+    row, where :func:`single_row_applies` (``model_single_row_variant``; bench/README.md)."""
+    path = variant_dir(Path(model_dir), variant)
+    config = _read_config(path)
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    providers = choose_providers(device)
     session = ort.InferenceSession(
         str(path / "model.onnx"), sess_options=session_options(threads), providers=[
             ("CUDAExecutionProvider", {"enable_cuda_graph": "1"})
             if name == "CUDAExecutionProvider" and cuda_graphs and config.get("kv_layout") == "slots" else name
-            for name in choose_providers(device)]
+            for name in providers]
     )
-    return LoadedModel(path=path, config=config, tokenizer=tokenizer, session=session)
+    model = LoadedModel(path=path, config=config, tokenizer=tokenizer, session=session)
+    if single_row_applies(variant, single_row_variant, providers):
+        other = variant_dir(Path(model_dir), str(single_row_variant))
+        other_config = _read_config(other)
+        for key in ("num_layers", "num_kv_heads", "head_dim", "vocab_size", "kv_dtype", "kv_layout", "eos_token_ids"):
+            if other_config.get(key) != config.get(key):
+                raise ValueError(f"single-row variant {single_row_variant!r} differs from {variant!r} in {key}")
+        model.single_row = ort.InferenceSession(
+            str(other / "model.onnx"), sess_options=session_options(threads), providers=providers)
+        model.single_row_variant = single_row_variant
+    return model

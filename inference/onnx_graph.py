@@ -136,6 +136,23 @@ class Variant:
         return embed_fn, head_fn
 
 
+def tied_float_table(
+    g: GraphBuilder, embed: Matrix, np_float: type
+) -> tuple[Callable[[str], str], Callable[[str], str]]:
+    """One float table ``[hidden, vocab]`` for a tied embedding and head: the head is a plain MatMul
+    and the embedding gathers its columns (``Gather`` axis 1, then ``Transpose``, nothing per step)."""
+    wt = g.const("lm_head.weight_t", np.ascontiguousarray(as_float(embed).T.astype(np_float)))
+
+    def embed_fn(ids: str) -> str:
+        cols = g.op("Gather", [wt, ids], name="embed", axis=1)  # [hidden, B, S]
+        return g.op("Transpose", [cols], name="embed_transpose", perm=[1, 2, 0])
+
+    def head_fn(h: str) -> str:
+        return g.op("MatMul", [h, wt], name="lm_head")
+
+    return embed_fn, head_fn
+
+
 class Fp32Variant(Variant):
     """Float32 everywhere; weights stored pre-transposed ``[in, out]`` so MatMul needs no Transpose."""
 
@@ -152,16 +169,7 @@ class Fp32Variant(Variant):
         its columns (``Gather`` axis 1, then ``Transpose``), which costs nothing per decode step."""
         if lm_head is not None:
             return super().embedding_and_head(g, embed, lm_head)
-        wt = g.const("lm_head.weight_t", np.ascontiguousarray(as_float(embed).T.astype(self.np_float)))
-
-        def embed_fn(ids: str) -> str:
-            cols = g.op("Gather", [wt, ids], name="embed", axis=1)  # [hidden, B, S]
-            return g.op("Transpose", [cols], name="embed_transpose", perm=[1, 2, 0])
-
-        def head_fn(h: str) -> str:
-            return g.op("MatMul", [h, wt], name="lm_head")
-
-        return embed_fn, head_fn
+        return tied_float_table(g, embed, self.np_float)
 
 
 class Fp16Variant(Fp32Variant):
@@ -239,10 +247,26 @@ class Int4Variant(Variant):
 
 class Int4Fp32Variant(Int4Variant):
     """:class:`Int4Variant` with float32 activations inside MatMulNBits (``accuracy_level`` 0): the
-    GGUF's weights exactly, float32 arithmetic, so greedy output equals the reference; slower."""
+    GGUF's weights exactly, float32 arithmetic, so greedy output equals the reference.
+
+    The tied Q8_0 embedding/head is one float32 ``[hidden, vocab]`` table, as in :class:`Fp32Variant`
+    (the same dequantised values): an 8-bit MatMulNBits at level 0 is a generic path about 100 ms a
+    step.  On one row (a single stream's decode step) MLAS's 4-bit kernel dequantises in registers and
+    the step reads 198 MB instead of fp32's 540, about 1.5x fp32's speed; from two rows on it
+    dequantises whole blocks first and is slower than fp32 (bench/README.md), which is why workers use
+    it only for one-row steps (``model_single_row_variant``).
+    """
 
     name = "int4-fp32"
+    revision = 2  # 2: float32 tied head instead of the 8-bit MatMulNBits head
     accuracy_level = 0
+
+    def embedding_and_head(
+        self, g: GraphBuilder, embed: Matrix, lm_head: Matrix | None
+    ) -> tuple[Callable[[str], str], Callable[[str], str]]:
+        if lm_head is not None:
+            return super().embedding_and_head(g, embed, lm_head)
+        return tied_float_table(g, embed, self.np_float)
 
 
 class Int8Variant(Variant):

@@ -59,7 +59,8 @@ class ChatGenerationModel(kserve.Model):
     def load(self) -> bool:
         s = self.settings
         self.chat_model = prepare(load_model(s.models_path, variant=s.model_variant, threads=s.inference_threads,
-                                             device=s.inference_device))
+                                             device=s.inference_device,
+                                             single_row_variant=s.model_single_row_variant or None))
         self.scheduler = open_scheduler(self.chat_model, s)
         self.scheduler.start()
         self.ready = True

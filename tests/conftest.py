@@ -42,10 +42,14 @@ def kafka(session_tmp: Path) -> Iterator:  # type: ignore[type-arg]
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    """The model, built once into a cache shared across runs (the build is idempotent)."""
+    """The model, built once into a cache shared across runs (the build is idempotent): what a worker
+    with the default settings loads (fp32, and int4-fp32 for one-row steps)."""
+    from inference.engine import serving_variants
     from inference.model_build import build_model
+    from lotabots.settings import Settings
 
-    build_model(MODEL_CACHE, variant="fp32")
+    for variant in serving_variants(Settings(model_variant="fp32")):
+        build_model(MODEL_CACHE, variant=variant)
     return MODEL_CACHE
 
 

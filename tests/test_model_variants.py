@@ -3,8 +3,9 @@
 Tolerances (also in bench/README.md, "Inference engine"):
 
 * ``fp32`` — exact (tests/test_model_parity.py).
-* ``int4-fp32`` — exact: MatMulNBits on the GGUF's own Q4_1/Q8_0 blocks with float32 arithmetic is
-  the reference's weights, so greedy output equals the reference token for token.
+* ``int4-fp32`` — exact: MatMulNBits on the GGUF's own Q4_1 blocks (and fp32's float32 head table) with
+  float32 arithmetic is the reference's weights, so greedy output equals the reference token for token
+  (workers run their one-row steps on it: tests/test_single_row.py).
 * ``int4`` — the same weights with int8-quantised activations inside MatMulNBits (as llama.cpp does
   for Q4_1). Tolerance: teacher-forced on the reference's tokens, its argmax equals the reference's at
   every step where the reference's top-1/top-2 logit gap is at least ``NEAR_TIE`` (0.5; the largest
