@@ -30,6 +30,7 @@ the real model (fp32 unless --variant). Every figure is printed against a baseli
 
 Usage: .venv/bin/python bench/bench_streaming.py [--ttft-requests 200] [--requests 20] [--rounds 3]
        [--tokens 96] [--streams 500] [--steps 40] [--seconds 10] [--threads 1] [--variant fp32]
+       [--single-row int4-fp32]
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ async def stream_once(client: httpx.AsyncClient, i: int, tokens: int) -> dict[st
 class Baseline:
     """The engine alone in this process: the worker's scheduler settings and one prefix cache."""
 
-    def __init__(self, models: Path, variant: str, threads: int) -> None:
+    def __init__(self, models: Path, variant: str, threads: int, single_row: str) -> None:
         from inference.autonomy_profiles import AutonomyProfiles
         from inference.engine import prepare
         from inference.model_files import load_model
@@ -158,7 +159,7 @@ class Baseline:
 
         self.settings = Settings()
         self.profile = AutonomyProfiles.load(self.settings.autonomy_profiles_path).for_level(None)
-        self.model = prepare(load_model(models, variant=variant, threads=threads))
+        self.model = prepare(load_model(models, variant=variant, threads=threads, single_row_variant=single_row or None))
         self.cache = PrefixCache(self.settings.inference_prefix_cache_mb << 20, block=self.settings.inference_prefix_block)
 
     async def run(self, indices: list[int], tokens: int) -> list[dict[str, float]]:
@@ -334,6 +335,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="the worker's ONNX Runtime threads (1 on a 2-core machine leaves a core to the stack)")
     ap.add_argument("--variant", default="fp32")
+    ap.add_argument("--single-row", default="int4-fp32",
+                    help="the worker's (and the baseline's) one-row steps on this variant; '' = off")
     ap.add_argument("--profile", help="write a py-spy profile (speedscope JSON) of the gateway's fan-out here")
     ap.add_argument("--fan-out-only", action="store_true", help="skip the model phases")
     ap.add_argument("--warmup", type=int, default=100,
@@ -351,7 +354,8 @@ def main() -> None:
     from tests.services import free_ports, kafka_service, postgres_service
 
     models = REPO / ".data" / "models"
-    build_model(models, variant=args.variant)
+    for variant in filter(None, (args.variant, args.single_row)):
+        build_model(models, variant=variant)
     tmp = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     tiers = load_tier_config(REPO / "lotabots" / "tiers.toml")
     with postgres_service(tmp / "pg") as pg, kafka_service(tmp / "kafka") as kafka:
@@ -371,6 +375,7 @@ def main() -> None:
         env = {**os.environ, "LOTABOTS_DATABASE_URL": pg.url, "LOTABOTS_KAFKA_BOOTSTRAP": kafka.bootstrap,
                "LOTABOTS_DATA_DIR": str(tmp / "data"), "LOTABOTS_LOG_LEVEL": "WARNING",
                "LOTABOTS_MODEL_DIR": str(models), "LOTABOTS_MODEL_VARIANT": args.variant,
+               "LOTABOTS_MODEL_SINGLE_ROW_VARIANT": args.single_row,
                "LOTABOTS_INFERENCE_THREADS": str(args.threads), "LOTABOTS_USAGE_PORT": str(free_ports(1)[0])}
         cli = [sys.executable, "-m", "lotabots.cli"]
         gateway = subprocess.Popen([*cli, "serve", "gateway", "--port", str(port)], cwd=REPO, env=env)
@@ -384,7 +389,7 @@ def main() -> None:
             if not args.fan_out_only:
                 pids = {"worker": worker.pid, "kafka": kafka.pid, "gateway": gateway.pid, "result writer": writer.pid,
                         "postgresql": pg.pid, "this client": os.getpid()}
-                baseline = Baseline(models, args.variant, args.threads)
+                baseline = Baseline(models, args.variant, args.threads, args.single_row)
                 runs = asyncio.run(path_runs(base, pro_key, baseline, args, {k: v for k, v in pids.items() if v}))
                 calls = {} if args.ttft_only else asyncio.run(completion_vs_long_poll(base, pro_key, max(10, args.requests // 2), 16))
                 metrics = httpx.get(f"http://127.0.0.1:{worker_metrics}/metrics", timeout=10).text
@@ -412,7 +417,7 @@ def main() -> None:
     via, eng = runs["ttft"]
     if args.json:
         Path(args.json).write_text(json.dumps(runs))
-    print(f"TTFT, one request at a time, interleaved (n={args.ttft_requests}, {args.variant}, {args.threads} threads):")
+    print(f"TTFT, one request at a time, interleaved (n={args.ttft_requests}, {args.variant}{'+' + args.single_row if args.single_row else ''}, {args.threads} threads):")
     print(f"  engine            p50 {p(eng, 'ttft_ms', .5):7.1f} ms  p99 {p(eng, 'ttft_ms', .99):7.1f} ms")
     print(f"  through the path  p50 {p(via, 'ttft_ms', .5):7.1f} ms  p99 {p(via, 'ttft_ms', .99):7.1f} ms")
     for q in (.5, .99):
