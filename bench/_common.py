@@ -88,3 +88,18 @@ def tree_cpu_seconds(pid: int) -> float:
             continue
         stack += [int(c) for c in children]
     return total
+
+
+def open_variant(model_dir: Path, spec: str, threads: int = 0):  # type: ignore[no-untyped-def]
+    """Build (if needed) and load a variant for the engine benches, prepared for the scheduler.
+
+    ``spec`` is a variant name, or ``main+single`` (e.g. ``fp32+int4-fp32``): ``main`` with its one-row
+    steps on ``single``, as a worker with ``model_single_row_variant`` runs it."""
+    from inference.engine import prepare
+    from inference.model_build import build_model
+    from inference.model_files import load_model
+
+    main, _, single = spec.partition("+")
+    for part in filter(None, (main, single)):
+        build_model(model_dir, part)
+    return prepare(load_model(model_dir, variant=main, threads=threads, device="cpu", single_row_variant=single or None))

@@ -10,7 +10,7 @@
 
 llama-cpp-python is a benchmark-only dependency (a source package; a CPU build):
     CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python
-Usage: python bench/bench_llamacpp.py [--threads 2] [--tokens 128] [--variants int4,fp32]
+Usage: python bench/bench_llamacpp.py [--threads 2] [--tokens 128] [--variants int4,fp32,fp32+int4-fp32]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import time
 
 import numpy as np
-from _common import REPO
+from _common import REPO, open_variant
 
 PROMPT = "Explain what a Kafka consumer group is in two sentences."
 
@@ -69,16 +69,13 @@ def main() -> None:
     ap.add_argument("--skip-llama", action="store_true")
     args = ap.parse_args()
 
-    from inference.engine import prepare
-    from inference.model_build import build_model, fetch_gguf
-    from inference.model_files import load_model
+    from inference.model_build import fetch_gguf
 
     model_dir = REPO / ".data" / "models"
     variants = args.variants.split(",")
     models = {}
-    for v in variants:
-        build_model(model_dir, v)
-        models[v] = prepare(load_model(model_dir, variant=v, threads=args.threads, device="cpu"))
+    for v in variants:  # a name, or "fp32+int4-fp32" (one-row steps on the second; model_single_row_variant)
+        models[v] = open_variant(model_dir, v, args.threads)
     prompt = models[variants[0]].encode_chat([{"role": "user", "content": PROMPT}])
     llm = None
     if not args.skip_llama:

@@ -18,7 +18,7 @@ import statistics
 import time
 
 import bench_inference
-from _common import REPO
+from _common import REPO, open_variant
 from bench_llamacpp import PROMPT, ours_decode_tok_s
 
 
@@ -31,19 +31,11 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
 
-    from inference.engine import prepare
-    from inference.model_build import build_model
-    from inference.model_files import load_model
-
     model_dir = REPO / ".data" / "models"
     variants = args.variants.split(",")
     models = {}
     for v in variants:  # "fp32+int4-fp32": fp32 with one-row steps on int4-fp32 (model_single_row_variant)
-        main_variant, _, single_row = v.partition("+")
-        for part in filter(None, (main_variant, single_row)):
-            build_model(model_dir, part)
-        models[v] = prepare(load_model(model_dir, variant=main_variant, threads=args.threads, device="cpu",
-                                       single_row_variant=single_row or None))
+        models[v] = open_variant(model_dir, v, args.threads)
     prompt = models[variants[0]].encode_chat([{"role": "user", "content": PROMPT}])
     for m in models.values():  # warm-up
         ours_decode_tok_s(m, prompt, 8)

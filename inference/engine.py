@@ -22,8 +22,8 @@ def serving_variants(settings: Settings) -> list[str]:
     """The variants a worker with ``settings`` loads: the model variant, and the single-row one when set
     (built on every machine: whether it is used depends on the device found at load time)."""
     single = settings.model_single_row_variant
-    if not single or single == settings.model_variant or settings.model_variant.endswith("-slots"):
-        return [settings.model_variant]
+    if settings.model_variant != "fp32" or not single or single == settings.model_variant:
+        return [settings.model_variant]  # (model_files.single_row_applies: fp32 only)
     return [settings.model_variant, single]
 
 

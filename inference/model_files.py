@@ -149,11 +149,12 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def single_row_applies(variant: str, single_row_variant: str | None, providers: Sequence[str]) -> bool:
-    """Whether one-row steps of ``variant`` run on ``single_row_variant``: only on the CPU EP (the GPU
-    path binds its own buffers and was not measured), only for the padded KV layout (a ``-slots``
-    model keeps its KV in fixed buffers), and only when it names another variant."""
+    """Whether one-row steps of ``variant`` run on ``single_row_variant``: only for ``fp32`` (the pair that
+    was measured: ``int4``, say, is faster on one row than ``int4-fp32``), only on the CPU EP (the GPU
+    path binds its own buffers and was not measured), and with the padded KV layout (a ``-slots``
+    model keeps its KV in fixed buffers)."""
     return (
-        bool(single_row_variant) and single_row_variant != variant
+        variant == "fp32" and bool(single_row_variant) and single_row_variant != variant
         and list(providers) == ["CPUExecutionProvider"]
         and not variant.endswith("-slots") and not str(single_row_variant).endswith("-slots")
     )

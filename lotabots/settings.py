@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     )
     model_single_row_variant: str = Field(
         default="int4-fp32",
-        description="on CPU workers, decode steps of exactly one row (a single stream) run on this variant "
+        description="on CPU workers with model_variant fp32, decode steps of exactly one row (a single stream) run on this variant "
         "instead: int4-fp32 is the GGUF's own weights in float32 arithmetic (greedy-identical to fp32 on "
         "all 69 reference and held-out prompts) and about 1.5x fp32 on one row, slower from two rows on "
         "(bench/README.md); its session costs about 200 MB more; empty = off",

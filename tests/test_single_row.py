@@ -41,6 +41,8 @@ def test_where_the_single_row_variant_applies() -> None:
     assert not single_row_applies("fp32", "fp32", cpu)
     assert not single_row_applies("fp32", "int4-fp32", ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert not single_row_applies("fp32-slots", "int4-fp32", cpu)
+    assert not single_row_applies("int4", "int4-fp32", cpu)  # int4 is faster on one row than int4-fp32
+    assert serving_variants(Settings(model_variant="int4", model_single_row_variant="int4-fp32")) == ["int4"]
     assert serving_variants(Settings(model_variant="fp32", model_single_row_variant="int4-fp32")) == ["fp32", "int4-fp32"]
     assert serving_variants(Settings(model_variant="fp32", model_single_row_variant="")) == ["fp32"]
     assert serving_variants(Settings(model_variant="fp32-slots", model_single_row_variant="int4-fp32")) == ["fp32-slots"]
