@@ -27,6 +27,18 @@ def serving_variants(settings: Settings) -> list[str]:
     return [settings.model_variant, single]
 
 
+def share_pool_for_single_row(settings: Settings) -> bool:
+    """At a worker process's start: when it will hold two sessions on the CPU (``serving_variants``),
+    give them one thread pool (``model_files.share_thread_pool``).  Returns whether it did."""
+    from inference.model_files import choose_providers, share_thread_pool
+
+    if (settings.inference_backend != "onnx" or len(serving_variants(settings)) < 2
+            or choose_providers(settings.inference_device) != ["CPUExecutionProvider"]):
+        return False
+    share_thread_pool(settings.inference_threads)
+    return True
+
+
 def open_chat_model(settings: Settings) -> LoadedModel:
     if settings.inference_backend == "simulated":  # TEST BACKEND: time per token, no CPU (issue 7)
         from inference.simulated import SimulatedChatModel

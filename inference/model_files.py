@@ -126,6 +126,26 @@ class LoadedModel:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
 
+_shared_pool = False  # share_thread_pool() was called: every session of this process uses one pool
+
+
+def share_thread_pool(threads: int = 0) -> None:
+    """One intra-op thread pool for every ONNX Runtime session this process creates from now on.
+
+    For a worker holding two sessions (``single_row_variant``): with a pool each, the pool of the
+    session that just ran spins for tens of milliseconds while the other one computes, on the same
+    cores, and the call after a switch took 1.6-1.8x as long (bench/README.md, "One-row steps").
+    Process-wide and one way: call it before the first session (a worker's start-up does).
+    """
+    global _shared_pool
+    import os
+
+    from onnxruntime.capi import _pybind_state
+
+    _pybind_state.set_global_thread_pool_sizes(int(threads) or os.cpu_count() or 1, 1)
+    _shared_pool = True
+
+
 def session_options(threads: int = 0) -> ort.SessionOptions:
     """Session options for decode: all graph optimisations, ``threads`` intra-op threads (0 = ORT default).
 
@@ -138,6 +158,9 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.enable_mem_pattern = False
+    if _shared_pool:  # the pool's size was set by share_thread_pool; ``threads`` does not apply
+        so.use_per_session_threads = False
+        so.intra_op_num_threads = so.inter_op_num_threads = 0
     return so
 
 

@@ -47,11 +47,13 @@ def run_gateway(settings: Settings, host: str | None = None, port: int | None = 
 
 def run_inference_worker(settings: Settings, tier: str) -> None:
     from consumers.inference_worker import InferenceWorker
-    from inference.engine import open_chat_model
+    from inference.engine import open_chat_model, share_pool_for_single_row
     from lotabots.tiers import get_tier_config
 
     if tier not in get_tier_config().tiers:
         raise SystemExit(f"unknown tier {tier!r}")
+
+    share_pool_for_single_row(settings)
 
     async def main() -> None:
         model = await asyncio.to_thread(open_chat_model, settings)

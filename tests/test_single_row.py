@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.engine import open_chat_model, serving_variants
+from inference.engine import open_chat_model, serving_variants, share_pool_for_single_row
 from inference.model_build import build_model
 from inference.model_files import LoadedModel, load_model, single_row_applies
 from inference.prefix_cache import PrefixCache
@@ -112,3 +112,45 @@ def test_scheduler_text_is_the_reference_while_sequences_join_and_leave(
         expected = [t for t in case["output_ids"] if t not in hybrid.eos_token_ids]
         assert results[f"alone-{i}"].token_ids == expected, case["prompt"]
         assert results[f"together-{i}"].token_ids == expected, case["prompt"]
+
+
+def test_a_worker_process_gives_both_sessions_one_thread_pool(model_dir: Path, reference: dict) -> None:
+    """The worker's start-up (lotabots.runners) shares one intra-op pool between the two sessions: with
+    a pool each, the idle one spins on the same cores (bench/README.md). Run in a fresh process, because
+    the pool is process-wide; the greedy text through both sessions is still the reference."""
+    import json
+    import subprocess
+    import sys
+
+    case = reference["cases"][0]
+    script = f"""
+import json, numpy as np
+from inference.engine import open_chat_model, share_pool_for_single_row
+from inference import model_files
+from lotabots.settings import Settings
+s = Settings(model_dir={str(model_dir)!r}, inference_device="cpu", model_variant="fp32")
+shared = share_pool_for_single_row(s)
+m = open_chat_model(s)
+ids = {case["input_ids"]!r}
+n = len(ids)
+logits, past = m.forward(np.array([ids]), np.ones((1, n), np.int64), np.arange(n)[None, :], m.empty_past(1))
+out = []
+while True:
+    tok = int(np.argmax(logits[0]))
+    out.append(tok)
+    if tok in m.eos_token_ids or len(out) >= 48:
+        break
+    total = n + len(out)
+    logits, past = m.forward(np.array([[tok]]), np.ones((1, total), np.int64), np.array([[total - 1]]), past)
+print(json.dumps({{"shared": shared, "flag": model_files._shared_pool, "paired": m.single_row is not None,
+                  "per_session": model_files.session_options(1).use_per_session_threads, "out": out}}))
+"""
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["shared"] and got["flag"] and got["paired"] and got["per_session"] is False
+    assert got["out"] == case["output_ids"]
+    off = Settings(model_dir=model_dir, inference_device="cpu", model_variant="fp32", model_single_row_variant="")
+    assert not share_pool_for_single_row(off)  # one session: nothing to share, the process is left as it is
