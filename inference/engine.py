@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from inference.kv_slots import SlotScheduler, is_slot_model
-from inference.model_files import LoadedModel, load_model
+from inference.model_files import (
+    LoadedModel,
+    choose_providers,
+    load_model,
+    share_thread_pool,
+    single_row_applies,
+)
 from inference.prefix_cache import PrefixCache
 from inference.scheduler import BatchScheduler
 from lotabots.settings import Settings
@@ -22,18 +28,16 @@ def serving_variants(settings: Settings) -> list[str]:
     """The variants a worker with ``settings`` loads: the model variant, and the single-row one when set
     (built on every machine: whether it is used depends on the device found at load time)."""
     single = settings.model_single_row_variant
-    if settings.model_variant != "fp32" or not single or single == settings.model_variant:
-        return [settings.model_variant]  # (model_files.single_row_applies: fp32 only)
+    if not single_row_applies(settings.model_variant, single, ["CPUExecutionProvider"]):
+        return [settings.model_variant]
     return [settings.model_variant, single]
 
 
 def share_pool_for_single_row(settings: Settings) -> bool:
-    """At a worker process's start: when it will hold two sessions on the CPU (``serving_variants``),
+    """At a worker process's start: when it will hold two sessions on the CPU (``single_row_applies``),
     give them one thread pool (``model_files.share_thread_pool``).  Returns whether it did."""
-    from inference.model_files import choose_providers, share_thread_pool
-
-    if (settings.inference_backend != "onnx" or len(serving_variants(settings)) < 2
-            or choose_providers(settings.inference_device) != ["CPUExecutionProvider"]):
+    if settings.inference_backend != "onnx" or not single_row_applies(
+            settings.model_variant, settings.model_single_row_variant, choose_providers(settings.inference_device)):
         return False
     share_thread_pool(settings.inference_threads)
     return True

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,8 +139,6 @@ def share_thread_pool(threads: int = 0) -> None:
     Process-wide and one way: call it before the first session (a worker's start-up does).
     """
     global _shared_pool
-    import os
-
     from onnxruntime.capi import _pybind_state
 
     _pybind_state.set_global_thread_pool_sizes(int(threads) or os.cpu_count() or 1, 1)
@@ -178,8 +177,7 @@ def single_row_applies(variant: str, single_row_variant: str | None, providers: 
     model keeps its KV in fixed buffers)."""
     return (
         variant == "fp32" and bool(single_row_variant) and single_row_variant != variant
-        and list(providers) == ["CPUExecutionProvider"]
-        and not variant.endswith("-slots") and not str(single_row_variant).endswith("-slots")
+        and not str(single_row_variant).endswith("-slots") and list(providers) == ["CPUExecutionProvider"]
     )
 
 

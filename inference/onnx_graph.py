@@ -109,6 +109,7 @@ class Variant:
     kv_slots = False  # a fixed KV buffer updated in place (``-slots`` variants; module docstring)
     keep_blocks = False  # read the GGUF's quantised blocks as they are (BlockQuantized) instead of floats
     contrib_ops = False  # RMSNorm/RoPE as ORT contrib ops (CUDA kernels) instead of opset-23 ops
+    tied_float_head = False  # a tied head is a float MatMul on the embedding's table, not :meth:`linear`
 
     def linear(self, g: GraphBuilder, x: str, w: Matrix, name: str) -> str:
         """Emit ``x @ w.T`` for ``w`` of shape ``[out, in]`` (float32 or GGUF blocks)."""
@@ -122,8 +123,11 @@ class Variant:
     ) -> tuple[Callable[[str], str], Callable[[str], str]]:
         """Return ``(embed_fn(ids) -> x, head_fn(h) -> logits)``; ``lm_head`` is ``None`` when tied.
 
-        Default: a float embedding table for ``Gather`` and :meth:`linear` for the head.
+        Default: a float embedding table for ``Gather`` and :meth:`linear` for the head; with
+        ``tied_float_head`` and tied weights, one float table serves both (:func:`tied_float_table`).
         """
+        if lm_head is None and self.tied_float_head:
+            return tied_float_table(g, embed, self.np_float)
         table = g.const("embed_tokens.weight", self.cast_float(as_float(embed)))
         head = embed if lm_head is None else lm_head
 
@@ -162,14 +166,7 @@ class Fp32Variant(Variant):
         wt = g.const(f"{name}.weight_t", np.ascontiguousarray(as_float(w).T.astype(self.np_float)))
         return g.op("MatMul", [x, wt], name=name)
 
-    def embedding_and_head(
-        self, g: GraphBuilder, embed: Matrix, lm_head: Matrix | None
-    ) -> tuple[Callable[[str], str], Callable[[str], str]]:
-        """Tied weights are stored once, as the head's ``[hidden, vocab]``; the embedding gathers
-        its columns (``Gather`` axis 1, then ``Transpose``), which costs nothing per decode step."""
-        if lm_head is not None:
-            return super().embedding_and_head(g, embed, lm_head)
-        return tied_float_table(g, embed, self.np_float)
+    tied_float_head = True  # stored once, as the head's ``[hidden, vocab]``
 
 
 class Fp16Variant(Fp32Variant):
@@ -260,13 +257,7 @@ class Int4Fp32Variant(Int4Variant):
     name = "int4-fp32"
     revision = 2  # 2: float32 tied head instead of the 8-bit MatMulNBits head
     accuracy_level = 0
-
-    def embedding_and_head(
-        self, g: GraphBuilder, embed: Matrix, lm_head: Matrix | None
-    ) -> tuple[Callable[[str], str], Callable[[str], str]]:
-        if lm_head is not None:
-            return super().embedding_and_head(g, embed, lm_head)
-        return tied_float_table(g, embed, self.np_float)
+    tied_float_head = True
 
 
 class Int8Variant(Variant):
