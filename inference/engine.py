@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from inference.kv_slots import SlotScheduler, is_slot_model
 from inference.model_files import (
     LoadedModel,
@@ -13,6 +15,8 @@ from inference.model_files import (
 from inference.prefix_cache import PrefixCache
 from inference.scheduler import BatchScheduler
 from lotabots.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ChatModel = LoadedModel
 
@@ -40,6 +44,8 @@ def share_pool_for_single_row(settings: Settings) -> bool:
             settings.model_variant, settings.model_single_row_variant, choose_providers(settings.inference_device)):
         return False
     share_thread_pool(settings.inference_threads)
+    log.info("one ONNX Runtime thread pool for the %s and %s sessions", settings.model_variant,
+             settings.model_single_row_variant)
     return True
 
 

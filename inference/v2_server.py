@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter, Gauge
 
-from inference.engine import open_scheduler, prepare
+from inference.engine import open_scheduler, prepare, share_pool_for_single_row
 from inference.model_files import load_model
 from inference.scheduler import BatchScheduler, SequenceParams, SequenceResult
 from inference.triton_backend import INPUTS, OUTPUTS, TensorSpec
@@ -163,6 +163,7 @@ def run_v2_model_server(settings: Settings, http_port: int | None = None, grpc_p
     """Serve the chat model as ``settings.triton_model`` over v2 REST (and gRPC unless its port is 0)."""
     http_port = http_port or settings.v2_server_http_port
     grpc_port = settings.v2_server_grpc_port if grpc_port is None else grpc_port
+    share_pool_for_single_row(settings)  # its own process, as a worker: the two sessions get one pool
     model = ChatGenerationModel(settings.triton_model, settings)
     model.load()
     log.info("v2 model server: model %r on HTTP :%d, gRPC %s", settings.triton_model, http_port,

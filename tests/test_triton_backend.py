@@ -134,6 +134,13 @@ def test_tritonclient_grpc_round_trip_gives_the_greedy_reference(v2_server: V2Se
         client.close()
 
 
+def test_the_servers_two_sessions_share_one_thread_pool(v2_server: V2Server) -> None:
+    """Like a worker, the server holds fp32 and the one-row int4-fp32 session (the default) in its own
+    process, and gives them one intra-op pool (inference.engine.share_pool_for_single_row)."""
+    log = v2_server.process.log.read_text()
+    assert "one ONNX Runtime thread pool for the fp32 and int4-fp32 sessions" in log, log[-3000:]
+
+
 def test_health_readiness_and_metadata_answer_as_the_protocol_says(v2_server: V2Server) -> None:
     base = f"http://{v2_server.http_url}"
     assert httpx.get(f"{base}/v2/health/live").status_code == 200
