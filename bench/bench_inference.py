@@ -22,14 +22,52 @@ PROMPTS = [
 ]
 
 
+class _StepClock:
+    """The model as the scheduler sees it, noting when each decode call (one new token per row) starts and
+    how many rows it has. Everything else is the model's own."""
+
+    def __init__(self, model) -> None:  # type: ignore[no-untyped-def]
+        self._model = model
+        self.decode_starts: list[tuple[float, int]] = []
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._model, name)
+
+    def forward(self, input_ids, attention_mask, position_ids, past):  # type: ignore[no-untyped-def]
+        rows, seq = input_ids.shape
+        if seq == 1:
+            self.decode_starts.append((time.perf_counter(), rows))
+        return self._model.forward(input_ids, attention_mask, position_ids, past)
+
+    def steady_decode_tok_s(self, rows: int) -> float | None:
+        """Tokens/s over the longest run of consecutive decode calls with ``rows`` rows and nothing in
+        between but the scheduler's own work (sampling, streaming): the batch's decode rate with every
+        sequence in it, prefills excluded. ``None`` with fewer than 3 such calls."""
+        best: list[float] = []
+        run: list[float] = []
+        for at, n in self.decode_starts:
+            run = [*run, at] if n == rows else []
+            if len(run) > len(best):
+                best = run
+        if len(best) < 3:
+            return None
+        return rows * (len(best) - 1) / (best[-1] - best[0])
+
+
 def run(model, concurrency: int, tokens: int, prefill_step_ratio: float | None = None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Aggregate ``tok_s``: every generated token over the wall time from the first submit to the last
+    result (prefills included). ``decode_tok_s``: the steady decode rate with all ``concurrency`` sequences
+    in the batch (:meth:`_StepClock.steady_decode_tok_s`; ``None`` for a ``-slots`` variant, whose
+    scheduler calls its session directly)."""
     from inference.kv_slots import SlotScheduler, is_slot_model
     from inference.scheduler import BatchScheduler, SequenceParams
 
     kw = {} if prefill_step_ratio is None else {"prefill_step_ratio": prefill_step_ratio}
     if is_slot_model(model):  # a `-slots` variant: fixed KV slots, sized for these prompts
         sched = SlotScheduler(model, kv_capacity=tokens + 128, max_batch=max(concurrency, 1), **kw)
+        clock = None
     else:
+        model = clock = _StepClock(model)
         sched = BatchScheduler(model, max_batch=max(concurrency, 1), **kw)
     sched.start()
     done = threading.Event()
@@ -54,6 +92,7 @@ def run(model, concurrency: int, tokens: int, prefill_step_ratio: float | None =
     decode_s = [r.finished_at - r.first_token_at for r in results]
     return {
         "tok_s": generated / wall,
+        "decode_tok_s": clock.steady_decode_tok_s(concurrency) if clock is not None else None,
         "per_seq_decode_tok_s": statistics.mean((r.completion_tokens - 1) / d for r, d in zip(results, decode_s, strict=True)),
         "ttft_p50_ms": ttft[len(ttft) // 2],
         "ttft_p99_ms": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))],

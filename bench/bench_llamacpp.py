@@ -115,6 +115,10 @@ def main() -> None:
           f" p50 {many['ttft_p50_ms']:.0f} p99 {many['ttft_p99_ms']:.0f}"
           f"  ({many['ttft_p50_ms'] / one['ttft_p50_ms']:.1f}x / {many['ttft_p99_ms'] / one['ttft_p99_ms']:.1f}x)")
     print(f"  per-sequence decode at {c}: {many['per_seq_decode_tok_s']:.1f} tok/s")
+    if one["decode_tok_s"] and many["decode_tok_s"]:
+        print(f"  steady decode (every sequence in the batch, prefills excluded): 1 request "
+              f"{one['decode_tok_s']:.1f}, {c} concurrent {many['decode_tok_s']:.1f} tok/s "
+              f"({many['decode_tok_s'] / one['decode_tok_s']:.2f}x)")
 
 
 if __name__ == "__main__":

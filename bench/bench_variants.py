@@ -41,18 +41,22 @@ def main() -> None:
         ours_decode_tok_s(m, prompt, 8)
         bench_inference.run(m, 1, 8)
     c = args.concurrency
-    figures: dict[str, dict[str, list[float]]] = {v: {"raw": [], "one": [], "many": []} for v in variants}
+    figures: dict[str, dict[str, list[float]]] = {v: {"raw": [], "one": [], "many": [], "one_decode": [],
+                                                      "many_decode": []} for v in variants}
     for r in range(args.rounds):
         t0 = time.perf_counter()
         for v, m in models.items():
             f = figures[v]
             f["raw"].append(ours_decode_tok_s(m, prompt, args.tokens))
-            f["one"].append(bench_inference.run(m, 1, args.tokens)["tok_s"])
-            f["many"].append(bench_inference.run(m, c, args.tokens)["tok_s"])
+            for key, concurrency in (("one", 1), ("many", c)):
+                got = bench_inference.run(m, concurrency, args.tokens)
+                f[key].append(got["tok_s"])
+                if got["decode_tok_s"] is not None:
+                    f[f"{key}_decode"].append(got["decode_tok_s"])
         print(f"round {r + 1} ({time.perf_counter() - t0:.0f} s): " + "  ".join(
             f"{v} {f['raw'][-1]:.0f}/{f['one'][-1]:.0f}/{f['many'][-1]:.0f}" for v, f in figures.items()), flush=True)
 
-    med = {v: {k: statistics.median(x) for k, x in f.items()} for v, f in figures.items()}
+    med = {v: {k: statistics.median(x) if x else float("nan") for k, x in f.items()} for v, f in figures.items()}
     base = variants[0]
     print(f"\nmedian of {args.rounds} interleaved rounds, {args.tokens} tokens per request, threads={args.threads or 'all'}")
     print(f"| variant | single-stream decode (forward loop) | scheduler, 1 request | scheduler, {c} concurrent "
@@ -61,6 +65,13 @@ def main() -> None:
     for v, f in med.items():
         print(f"| `{v}` | {f['raw']:.1f} tok/s | {f['one']:.1f} tok/s | {f['many']:.1f} tok/s | {f['many'] / f['one']:.2f}× "
               f"| {f['raw'] / med[base]['raw']:.2f}× | {f['many'] / med[base]['many']:.2f}× |")
+    print(f"\nsteady decode (all sequences in the batch, prefills excluded; bench_inference.run's decode_tok_s), "
+          f"median of {args.rounds}")
+    print(f"| variant | 1 request | {c} concurrent | {c} ÷ 1 | {c} ÷ single-stream forward loop |")
+    print("| --- | --- | --- | --- | --- |")
+    for v, f in med.items():
+        print(f"| `{v}` | {f['one_decode']:.1f} tok/s | {f['many_decode']:.1f} tok/s | "
+              f"{f['many_decode'] / f['one_decode']:.2f}× | {f['many_decode'] / f['raw']:.2f}× |")
 
 
 if __name__ == "__main__":
