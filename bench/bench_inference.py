@@ -121,7 +121,8 @@ def main() -> None:
         base = base or r["tok_s"]
         print(f"{args.variant} concurrency {c:3d}: {r['tok_s']:7.1f} tok/s aggregate  ({r['tok_s'] / base:4.2f}x single)"
               f"  per-sequence decode {r['per_seq_decode_tok_s']:6.1f} tok/s  TTFT p50 {r['ttft_p50_ms']:6.0f} ms"
-              f" p99 {r['ttft_p99_ms']:6.0f} ms")
+              f" p99 {r['ttft_p99_ms']:6.0f} ms"
+              + (f"  steady decode {r['decode_tok_s']:7.1f} tok/s" if r["decode_tok_s"] else ""))
 
 
 if __name__ == "__main__":
