@@ -43,15 +43,14 @@ class _StepClock:
         """Tokens/s over the longest run of consecutive decode calls with ``rows`` rows and nothing in
         between but the scheduler's own work (sampling, streaming): the batch's decode rate with every
         sequence in it, prefills excluded. ``None`` with fewer than 3 such calls."""
-        best: list[float] = []
-        run: list[float] = []
+        best = (0, 0.0, 0.0)  # calls, first start, last start
+        calls, first = 0, 0.0
         for at, n in self.decode_starts:
-            run = [*run, at] if n == rows else []
-            if len(run) > len(best):
-                best = run
-        if len(best) < 3:
-            return None
-        return rows * (len(best) - 1) / (best[-1] - best[0])
+            calls, first = (calls + 1, first if calls else at) if n == rows else (0, 0.0)
+            if calls > best[0]:
+                best = (calls, first, at)
+        calls, first, last = best
+        return rows * (calls - 1) / (last - first) if calls >= 3 else None
 
 
 def run(model, concurrency: int, tokens: int, prefill_step_ratio: float | None = None) -> dict[str, float]:  # type: ignore[no-untyped-def]
